@@ -1,0 +1,31 @@
+package kstatev1
+
+// Kafka record header names kstate writes and reads.
+//
+// Event and state records (on the `.events` and `.state` topics) carry the raw bytes of the user
+// message as their value, not a google.protobuf.Any, so that any Kafka consumer can decode them
+// with the user's own schema; the message's type URL travels in HeaderType. Header values are
+// UTF-8 text; numbers are decimal ASCII without sign padding or leading zeros.
+const (
+	// HeaderSequence is the event's sequence number within its entity, in decimal ASCII ("1",
+	// "2", ...). Set on every `.events` record.
+	HeaderSequence = "kstate-seq"
+
+	// HeaderCommandID is the id of the command whose reply produced the record.
+	HeaderCommandID = "kstate-command-id"
+
+	// HeaderType is the type URL of the record value's message, e.g.
+	// "type.googleapis.com/com.example.shoppingcart.persistence.ItemAdded". Together with the
+	// value it rebuilds the google.protobuf.Any the user function emitted.
+	HeaderType = "kstate-type"
+
+	// HeaderEntityType is the entity's kind: the full name of its protocol service, such as
+	// "cloudstate.eventsourced.EventSourced".
+	HeaderEntityType = "kstate-entity-type"
+
+	// HeaderOriginNode is the id of the node that made a CRDT delta (`.crdt` records).
+	HeaderOriginNode = "kstate-origin-node"
+
+	// HeaderOriginSeq is the origin node's sequence number for a CRDT delta, in decimal ASCII.
+	HeaderOriginSeq = "kstate-origin-seq"
+)
