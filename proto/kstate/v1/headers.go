@@ -5,7 +5,7 @@ package kstatev1
 // Event and state records (on the `.events` and `.state` topics) carry the raw bytes of the user
 // message as their value, not a google.protobuf.Any, so that any Kafka consumer can decode them
 // with the user's own schema; the message's type URL travels in HeaderType. Header values are
-// UTF-8 text; numbers are decimal ASCII without sign padding or leading zeros.
+// UTF-8 text; numbers are decimal ASCII.
 const (
 	// HeaderSequence is the event's sequence number within its entity, in decimal ASCII ("1",
 	// "2", ...). Set on every `.events` record.
