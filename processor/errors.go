@@ -1,0 +1,184 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors of the entity runtime. Wrap them with fmt.Errorf("...: %w", Err…) to add context;
+// ToStatus maps each to the gRPC code a client sees.
+var (
+	// ErrNotOwner means this node does not own the entity's partition (any more). Clients and the
+	// router retry against the current owner. Maps to codes.Unavailable.
+	ErrNotOwner = errors.New("partition not owned by this node")
+
+	// ErrUnavailable means the command could not be served now but may succeed when retried, for
+	// example while a partition restores or after an indefinite transaction outcome.
+	// Maps to codes.Unavailable.
+	ErrUnavailable = errors.New("unavailable")
+
+	// ErrUnknownService means no entity of the app serves the named gRPC service.
+	// Maps to codes.Unimplemented.
+	ErrUnknownService = errors.New("unknown service")
+
+	// ErrUnknownMethod means the service exists but has no such method. Maps to codes.Unimplemented.
+	ErrUnknownMethod = errors.New("unknown method")
+
+	// ErrUnknownEntity means a command, forward or side effect names an entity type (service) the
+	// runtime does not serve. Maps to codes.Unimplemented.
+	ErrUnknownEntity = errors.New("unknown entity")
+
+	// ErrInvalidArgument means the request itself is wrong: a malformed payload, an empty or
+	// oversized entity key. Maps to codes.InvalidArgument.
+	ErrInvalidArgument = errors.New("invalid argument")
+
+	// ErrClosed means the component has been shut down. Maps to codes.Unavailable.
+	ErrClosed = errors.New("closed")
+
+	// ErrNoReply is returned by a Dispatcher when the user function chose not to reply (Cloudstate's
+	// empty client action). On a unary method the ingress then ends the call without a response
+	// message, exactly as Cloudstate did; the client's library reports the missing message.
+	ErrNoReply = errors.New("no reply")
+
+	// ErrInvalidSpec is what every *SpecError unwraps to. Maps to codes.FailedPrecondition.
+	ErrInvalidSpec = errors.New("invalid entity spec")
+
+	// ErrProtocolVersion means the user function speaks a Cloudstate protocol version this proxy
+	// does not. Maps to codes.FailedPrecondition.
+	ErrProtocolVersion = errors.New("unsupported protocol version")
+)
+
+// CommandFailure is a command failure reported by the user function (Cloudstate's
+// ClientAction.failure, or Failure in an action response). It is a terminal answer for the client,
+// not a crash: Cloudstate mapped it to gRPC UNKNOWN (HTTP 500) with the description as message.
+type CommandFailure struct {
+	// Description is the user function's message, passed to the client verbatim.
+	Description string
+	// Restart asks the runtime to close, reopen and replay the entity without persisting the reply's
+	// effects.
+	Restart bool
+}
+
+// Error returns the failure's description.
+func (f *CommandFailure) Error() string {
+	return f.Description
+}
+
+// SpecProblem is one problem found in an entity spec.
+type SpecProblem struct {
+	// Service is the full service name the problem is about, or "" for the spec as a whole.
+	Service string
+	// Method is the method name the problem is about, or "" for the whole service.
+	Method string
+	// Problem says what is wrong and how to fix it.
+	Problem string
+}
+
+// String renders the problem as "service.Method: problem".
+func (p SpecProblem) String() string {
+	switch {
+	case p.Service == "":
+		return p.Problem
+	case p.Method == "":
+		return p.Service + ": " + p.Problem
+	default:
+		return p.Service + "/" + p.Method + ": " + p.Problem
+	}
+}
+
+// SpecError lists every problem found in a user function's EntitySpec, so that one round of fixes
+// can address all of them. It unwraps to ErrInvalidSpec.
+type SpecError struct {
+	// Problems holds one entry per problem, in spec order.
+	Problems []SpecProblem
+}
+
+// Error lists the problems, one per line after a summary line.
+func (e *SpecError) Error() string {
+	var b strings.Builder
+	n := len(e.Problems)
+	if n == 1 {
+		b.WriteString("invalid entity spec: ")
+		b.WriteString(e.Problems[0].String())
+		return b.String()
+	}
+	fmt.Fprintf(&b, "invalid entity spec (%d problems):", n)
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.String())
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrInvalidSpec.
+func (e *SpecError) Unwrap() error { return ErrInvalidSpec }
+
+// add appends a problem.
+func (e *SpecError) add(service, method, format string, args ...any) {
+	e.Problems = append(e.Problems, SpecProblem{Service: service, Method: method, Problem: fmt.Sprintf(format, args...)})
+}
+
+// errOrNil returns e when it holds problems, otherwise nil.
+func (e *SpecError) errOrNil() error {
+	if e == nil || len(e.Problems) == 0 {
+		return nil
+	}
+	return e
+}
+
+// ToStatus converts any error of the runtime into the gRPC status error a client receives. It is
+// the one place that decides codes:
+//
+//   - nil → nil
+//   - an error that already is a gRPC status (has GRPCStatus) → unchanged
+//   - *CommandFailure → codes.Unknown with the description as message (Cloudstate behaviour)
+//   - *SpecError, ErrInvalidSpec, ErrProtocolVersion → codes.FailedPrecondition
+//   - ErrInvalidArgument → codes.InvalidArgument
+//   - ErrUnknownService, ErrUnknownMethod, ErrUnknownEntity → codes.Unimplemented
+//   - ErrOverloaded (a full bounded queue) → codes.ResourceExhausted
+//   - ErrNotOwner, ErrUnavailable, ErrClosed → codes.Unavailable
+//   - context.DeadlineExceeded → codes.DeadlineExceeded; context.Canceled → codes.Canceled
+//   - a wrapped gRPC status (found with errors.As) → that status
+//   - anything else → codes.Internal
+//
+// The message of a mapped error is err.Error(), so wrapping context reaches the client.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return err
+	}
+	var cf *CommandFailure
+	if errors.As(err, &cf) {
+		return status.Error(codes.Unknown, cf.Description)
+	}
+	switch {
+	case errors.Is(err, ErrInvalidSpec), errors.Is(err, ErrProtocolVersion):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrInvalidArgument):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrUnknownService), errors.Is(err, ErrUnknownMethod), errors.Is(err, ErrUnknownEntity):
+		return status.Error(codes.Unimplemented, err.Error())
+	case errors.Is(err, ErrOverloaded):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, ErrNotOwner), errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		if st := se.GRPCStatus(); st != nil {
+			return st.Err()
+		}
+	}
+	return status.Error(codes.Internal, err.Error())
+}
