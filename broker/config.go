@@ -226,7 +226,9 @@ func legalTopicRune(r rune) bool {
 }
 
 // EventsTopic is the journal topic of an event-sourced entity type: "<ns>.<pid>.events".
-func (c Config) EventsTopic(persistenceID string) string { return c.entityTopic(persistenceID, "events") }
+func (c Config) EventsTopic(persistenceID string) string {
+	return c.entityTopic(persistenceID, "events")
+}
 
 // SnapshotsTopic is the compacted snapshot topic: "<ns>.<pid>.snapshots".
 func (c Config) SnapshotsTopic(persistenceID string) string {
