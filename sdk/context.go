@@ -33,7 +33,9 @@ func (ctx *CommandContext[S]) CommandName() string { return ctx.c.cmd.GetName() 
 func (ctx *CommandContext[S]) CommandID() int64 { return ctx.c.cmd.GetId() }
 
 // Metadata returns the command's metadata (for example HTTP or gRPC headers the proxy passes on).
-func (ctx *CommandContext[S]) Metadata() Metadata { return Metadata{entries: ctx.c.cmd.GetMetadata().GetEntries()} }
+func (ctx *CommandContext[S]) Metadata() Metadata {
+	return Metadata{entries: ctx.c.cmd.GetMetadata().GetEntries()}
+}
 
 // State returns the entity's current state, including the effect of events emitted earlier in
 // this command. It is a read-only view: change the state only by emitting events.

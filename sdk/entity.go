@@ -194,9 +194,9 @@ func Command[S, In, Out proto.Message](e *EventSourcedEntity[S], method string, 
 // Event binds the event handler for events of type E. An event handler is a pure function
 // (S, E) → S: it returns the state after the event, and may modify and return s. It must not do
 // IO, read clocks or depend on anything but its arguments, because the same events are replayed
-// to rebuild the state whenever the entity is activated. It must not keep references to e's
-// fields in the state, unless it does not mutate them later. Every event type an entity emits
-// needs a handler.
+// to rebuild the state whenever the entity is activated. The event it receives is its own copy
+// (decoded from the journal on replay, cloned on Emit), so it may keep the event or parts of it
+// in the state. Every event type an entity emits needs a handler.
 func Event[S, E proto.Message](e *EventSourcedEntity[S], handler func(state S, event E) S) {
 	typ, err := messageType[E]()
 	switch {
