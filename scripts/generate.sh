@@ -25,9 +25,9 @@ echo "generate: building protoc-gen-go, protoc-gen-go-grpc, buf into bin/" >&2
 
 export PATH="$bin:$PATH"
 
-# Generated files are owned by buf.gen.yaml: remove the old ones first so a deleted or renamed
-# .proto leaves no orphan behind.
-find proto examples internal/testpb -name '*.pb.go' -type f -delete
+# Generated files in the buf.yaml modules (proto, examples, internal) are owned by buf.gen.yaml:
+# remove the old ones first so a deleted or renamed .proto leaves no orphan behind.
+find proto examples internal -name '*.pb.go' -type f -delete
 
 echo "generate: buf generate" >&2
 buf generate
