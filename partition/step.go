@@ -23,13 +23,13 @@ type Meta struct {
 // next is the only sequence an incoming event may carry to be appended.
 func (m Meta) next() int64 { return max(m.LastSequence, m.SnapshotSequence) + 1 }
 
-// EventRange is an inclusive range of event sequences; it is empty when To < From.
+// EventRange holds the event sequences seq with After < seq ≤ Through; the zero value is empty.
 type EventRange struct {
-	From, To int64
+	After, Through int64
 }
 
 // Empty reports whether the range holds no sequence.
-func (r EventRange) Empty() bool { return r.To < r.From }
+func (r EventRange) Empty() bool { return r.Through <= r.After }
 
 // Effect is what one record does to the stored image of its entity. The zero parts do nothing.
 // Its byte slices alias the record's.
@@ -147,7 +147,7 @@ func stepSnapshot(eff Effect, meta Meta, rec *Record) (Effect, error) {
 		return eff, nil
 	}
 	eff.Snapshot = &kstatev1.StoredSnapshot{Sequence: s, Snapshot: sr.GetSnapshot(), Offset: rec.Offset}
-	eff.DeleteEvents = EventRange{From: meta.SnapshotSequence + 1, To: min(meta.LastSequence, s)}
+	eff.DeleteEvents = EventRange{After: meta.SnapshotSequence, Through: min(meta.LastSequence, s)}
 	eff.Meta = Meta{LastSequence: max(meta.LastSequence, s), SnapshotSequence: s}
 	return eff, nil
 }

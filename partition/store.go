@@ -324,7 +324,7 @@ func (a *applier) effect(pid string, es *entityState, eff Effect) error {
 		if err = a.set(a.key, eff.Snapshot); err != nil {
 			return err
 		}
-		for seq := eff.DeleteEvents.From; seq <= eff.DeleteEvents.To; seq++ {
+		for seq := eff.DeleteEvents.After + 1; seq <= eff.DeleteEvents.Through; seq++ {
 			a.key = appendEventKey(a.key[:0], a.p, pid, eff.EntityID, seq)
 			if err = a.b.Delete(a.key, nil); err != nil {
 				return fmt.Errorf("batch delete: %w", err)
