@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"processor":  {"proto", "crdtlog", "sdk", "partition", "broker", "internal"},
 	"projection": {"proto", "broker", "partition", "internal"},
 	"examples":   {"proto", "crdtlog", "sdk", "processor"},
-	"internal":   {},
+	"internal":   {"proto"},
 }
 
 // exclusive lists third-party import prefixes that only one folder of ours may import directly.
