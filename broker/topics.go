@@ -150,8 +150,8 @@ type TopicMismatchError struct {
 
 // Error names the topic, the field, the expected and the found value.
 func (e *TopicMismatchError) Error() string {
-	return fmt.Sprintf("topic %q exists with %s %s, expected %s: kstate does not alter or re-create existing topics; fix the topic or the configuration",
-		e.Topic, e.Field, e.Got, e.Want)
+	return fmt.Sprintf("topic %q: %s: expected %s, found %s (kstate never alters or re-creates an existing topic: fix the topic or the configuration)",
+		e.Topic, e.Field, e.Want, e.Got)
 }
 
 // Unwrap returns ErrTopicMismatch.
@@ -294,7 +294,8 @@ func (a *Admin) EnsureTopics(ctx context.Context, specs []TopicSpec) error {
 
 // split sorts names into existing and missing topics.
 func (a *Admin) split(ctx context.Context, names []string) (existing, missing []string, err error) {
-	tds, err := a.adm.ListTopics(ctx, names...)
+	// All topics: asking for missing topics by name makes the client retry them for seconds.
+	tds, err := a.adm.ListTopics(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metadata: %w", err)
 	}
