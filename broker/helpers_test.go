@@ -23,7 +23,7 @@ import (
 type target struct {
 	name    string
 	brokers []string
-	real    bool          // a real Apache Kafka broker (KSTATE_KAFKA_BROKERS)
+	real    bool           // a real Apache Kafka broker (KSTATE_KAFKA_BROKERS)
 	fake    *kfake.Cluster // nil for the real broker
 }
 
