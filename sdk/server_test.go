@@ -683,7 +683,9 @@ func TestRegisterValidation(t *testing.T) {
 	sdk.Command(missing, "Process", func(*sdk.CommandContext[*testpb.State], *testpb.Request) (*testpb.Response, error) { return nil, nil })
 
 	wrongTypes := sdk.NewEventSourced[*testpb.State](twoService, nil)
-	sdk.Command(wrongTypes, "Call", func(*sdk.CommandContext[*testpb.State], *testpb.CompositeRequest) (*testpb.State, error) { return nil, nil })
+	sdk.Command(wrongTypes, "Call", func(*sdk.CommandContext[*testpb.State], *testpb.CompositeRequest) (*testpb.State, error) {
+		return nil, nil
+	})
 
 	unknownMethod := sdk.NewEventSourced[*testpb.State](twoService, nil)
 	sdk.Command(unknownMethod, "Call", func(*sdk.CommandContext[*testpb.State], *testpb.Request) (*testpb.Response, error) { return nil, nil })
