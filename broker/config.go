@@ -12,10 +12,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -333,6 +335,23 @@ func (c Config) clientOpts() ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(scram.Auth{User: c.SASL.Username, Pass: c.SASL.Password}.AsSha512Mechanism()))
 	}
 	return opts, nil
+}
+
+// hint adds a likely cause to errors where the broker dropped the connection without a Kafka
+// error: kfake (and a listener that expects TLS or SASL) closes the connection on failed
+// authentication, which otherwise surfaces as a bare EOF.
+func (c Config) hint(err error) error {
+	if err == nil || !(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) {
+		return err
+	}
+	switch {
+	case c.SASL.Mechanism != "":
+		return fmt.Errorf("%w (the broker closed the connection: check the SASL %s username and password, and that the listener uses SASL)", err, c.SASL.Mechanism)
+	case c.TLS.Enabled || c.TLS.CAFile != "":
+		return fmt.Errorf("%w (the broker closed the connection: check TLS settings, and whether the listener requires SASL)", err)
+	default:
+		return fmt.Errorf("%w (the broker closed the connection: does the listener require TLS or SASL?)", err)
+	}
 }
 
 // newClient validates c and builds a franz-go client with c's options plus extra.

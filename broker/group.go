@@ -103,6 +103,7 @@ func JoinGroup(ctx context.Context, cfg Config, instanceID string, cb GroupCallb
 	r := &reader{cl: cl, adm: kadm.NewClient(cl), topics: []string{topic}}
 	if err := r.refreshMetadata(ctx); err != nil {
 		cl.Close()
+		err = cfg.hint(err)
 		if errors.Is(err, ErrTopicNotFound) {
 			return nil, fmt.Errorf("join group %s: commands %w", cfg.GroupID(), err)
 		}

@@ -49,6 +49,11 @@ const (
 // outside the partition's log is an error wrapping ErrOffsetOutOfRange; an error from fn stops
 // the read and is returned as is.
 func ReadToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
+	next, err := readToEnd(ctx, cfg, parts, fn)
+	return next, cfg.hint(err)
+}
+
+func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
 	next := make(map[string]int64, len(parts))
 	if len(parts) == 0 {
 		return next, nil
@@ -408,6 +413,10 @@ func (r *reader) fetch(ctx context.Context, leader int32, ps []*readPart, dec kg
 // how a node keeps the owners map. fn runs on Follow's goroutine; records of one partition
 // arrive in offset order. A missing topic is an error wrapping ErrTopicNotFound.
 func Follow(ctx context.Context, cfg Config, topic string, fn func(Record)) error {
+	return cfg.hint(follow(ctx, cfg, topic, fn))
+}
+
+func follow(ctx context.Context, cfg Config, topic string, fn func(Record)) error {
 	cfg = cfg.withDefaults()
 	cl, err := cfg.newClient(
 		kgo.ConsumeTopics(topic),

@@ -215,6 +215,10 @@ func checkTopicName(name string) error {
 // re-creates or alters a topic. It returns once every created topic has a leader for every
 // partition, so it can be produced to and read at once.
 func (a *Admin) EnsureTopics(ctx context.Context, specs []TopicSpec) error {
+	return a.cfg.hint(a.ensureTopics(ctx, specs))
+}
+
+func (a *Admin) ensureTopics(ctx context.Context, specs []TopicSpec) error {
 	if len(specs) == 0 {
 		return nil
 	}
@@ -392,6 +396,11 @@ func (a *Admin) waitReady(ctx context.Context, names []string, specs map[string]
 // ListTopics describes every topic whose name starts with prefix (all topics for ""), sorted by
 // name, with partition count, cleanup policy, retention and per-partition start and end offsets.
 func (a *Admin) ListTopics(ctx context.Context, prefix string) ([]TopicInfo, error) {
+	infos, err := a.listTopics(ctx, prefix)
+	return infos, a.cfg.hint(err)
+}
+
+func (a *Admin) listTopics(ctx context.Context, prefix string) ([]TopicInfo, error) {
 	tds, err := a.adm.ListTopics(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)

@@ -121,7 +121,7 @@ func (t *TxnProducer) Acquire(ctx context.Context, owner Record) error {
 	id, epoch, err := cl.ProducerID(ctx)
 	if err != nil {
 		cl.Close()
-		return t.txnErr("acquire", err, classify(err, ErrIndefinite))
+		return t.txnErr("acquire", t.cfg.hint(err), classify(err, ErrIndefinite))
 	}
 	t.cl, t.id, t.epoch = cl, id, epoch
 	t.log.Debug("fenced previous producers", "producer_id", id, "epoch", epoch)
