@@ -340,9 +340,10 @@ func appendScalar(b *strings.Builder, fd protoreflect.FieldDescriptor, v protore
 	}
 }
 
-// javaFloat renders f as Java's Double.toString (bitSize 64) or Float.toString (bitSize 32) does:
-// the shortest digits that round-trip, in plain notation with at least one fractional digit when
-// 10^-3 ≤ |f| < 10^7, otherwise as d.dddE±n.
+// javaFloat renders f as Java's Double.toString (bitSize 64) or Float.toString (bitSize 32) does
+// since JDK 19: the shortest decimal that rounds to f, but with at least two significant digits
+// (when one digit would do, the two-digit decimal closest to f's exact value), in plain notation
+// with at least one fractional digit when 10^-3 ≤ |f| < 10^7, otherwise as d.dddE±n.
 func javaFloat(f float64, bitSize int) string {
 	switch {
 	case math.IsNaN(f):
@@ -357,24 +358,40 @@ func javaFloat(f float64, bitSize int) string {
 		}
 		return "0.0"
 	}
-	abs := math.Abs(f)
-	if abs >= 1e-3 && abs < 1e7 {
-		s := strconv.FormatFloat(f, 'f', -1, bitSize)
-		if !strings.ContainsRune(s, '.') {
-			s += ".0"
-		}
-		return s
+	s := strconv.FormatFloat(f, 'e', -1, bitSize) // shortest, e.g. "-1.5e+10", "5e-324"
+	if mant, _, _ := strings.Cut(s, "e"); !strings.ContainsRune(mant, '.') {
+		s = strconv.FormatFloat(f, 'e', 1, bitSize) // two digits, e.g. "4.9e-324", "1.0e+07"
 	}
-	s := strconv.FormatFloat(f, 'e', -1, bitSize) // e.g. "-1.5e+10", "1e-05"
 	mant, exp, _ := strings.Cut(s, "e")
-	if !strings.ContainsRune(mant, '.') {
-		mant += ".0"
-	}
 	e, err := strconv.Atoi(exp)
 	if err != nil { // cannot happen: FormatFloat always writes an exponent
 		return s
 	}
-	return mant + "E" + strconv.Itoa(e)
+	abs := math.Abs(f)
+	if abs < 1e-3 || abs >= 1e7 {
+		return mant + "E" + strconv.Itoa(e)
+	}
+	// Plain notation: shift the decimal point of the digits by e.
+	neg := strings.HasPrefix(mant, "-")
+	digits := strings.Replace(strings.TrimPrefix(mant, "-"), ".", "", 1)
+	var intPart, frac string
+	if e >= 0 {
+		for len(digits) < e+1 {
+			digits += "0"
+		}
+		intPart, frac = digits[:e+1], digits[e+1:]
+	} else {
+		intPart, frac = "0", strings.Repeat("0", -e-1)+digits
+	}
+	frac = strings.TrimRight(frac, "0")
+	if frac == "" {
+		frac = "0"
+	}
+	out := intPart + "." + frac
+	if neg {
+		out = "-" + out
+	}
+	return out
 }
 
 // optionTypes resolves the Cloudstate option extensions when re-parsing descriptor options.
