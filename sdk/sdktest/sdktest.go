@@ -256,6 +256,10 @@ func (h *EventSourced[S]) Command(name string, in proto.Message, opts ...Command
 	if h.t != nil {
 		h.t.Helper()
 	}
+	if in == nil {
+		h.fatalf("sdktest: command %s: nil input message", name)
+		return nil, errors.New("sdktest: nil input message")
+	}
 	payload, err := anypb.New(in)
 	if err != nil {
 		h.fatalf("sdktest: command %s: %v", name, err)
