@@ -789,3 +789,48 @@ func TestUserFunctionAddress(t *testing.T) {
 		t.Fatalf("from env %q", got)
 	}
 }
+
+func TestConcurrentStreams(t *testing.T) {
+	p := newProxy(t, testEntity(), twoEntity())
+	const streams, commands = 8, 20
+	var wg sync.WaitGroup
+	errs := make(chan string, streams)
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s, err := p.es.Handle(ctx)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			id := string(rune('a' + i))
+			_ = s.Send(&eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Init{
+				Init: &eventsourcedpb.EventSourcedInit{ServiceName: testService, EntityId: id},
+			}})
+			for c := int64(1); c <= commands; c++ {
+				a, _ := anypb.New(&testpb.Request{Id: id, Payload: "emit:" + id})
+				_ = s.Send(&eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{
+					Command: &cloudstatepb.Command{EntityId: id, Id: c, Name: "Process", Payload: a},
+				}})
+				out, err := s.Recv()
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				if got, want := out.GetReply().GetSnapshot() != nil, c%5 == 0; got != want || out.GetReply().GetCommandId() != c {
+					errs <- "unexpected reply " + out.String()
+					return
+				}
+			}
+			_ = s.CloseSend()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
