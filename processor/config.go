@@ -1,0 +1,110 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kstatehq/kstate/broker"
+)
+
+// Config configures one kstate node. Map a YAML file or flags onto it, then call Validate.
+type Config struct {
+	// NodeID names this node in ownership records and logs. Default: hostname plus a random suffix.
+	NodeID string
+	// ListenAddr is where the node serves gRPC (user services, reflection, health, node-to-node
+	// forwarding). Default ":9000", Cloudstate's proxy port.
+	ListenAddr string
+	// AdvertiseAddr is the address other nodes use to forward commands here. Default: ListenAddr with
+	// an empty host replaced by 127.0.0.1.
+	AdvertiseAddr string
+	// DataDir holds the node's Pebble store. Required.
+	DataDir string
+	// UserFunction is the address of a user function speaking the Cloudstate protocol. Leave it empty
+	// when entities run in-process (WithEntities).
+	UserFunction string
+	// Broker is the Kafka configuration: brokers, namespace, app, partition count, TLS, SASL.
+	Broker broker.Config
+	// CommitLinger is how long a partition waits for more commands before it starts a transaction
+	// when no transaction is in flight. Zero (the default) commits at once; batching then comes from
+	// commands that arrive while a transaction is in flight.
+	CommitLinger time.Duration
+	// MaxBatchRecords caps the records in one transaction (F4: bounded transactions). Default 2000.
+	MaxBatchRecords int
+	// EntityQueue is the number of commands that may wait for one entity before new ones get
+	// RESOURCE_EXHAUSTED. Default 1024.
+	EntityQueue int
+	// ReadLease is how long after a successful commit a partition answers commands that emit no
+	// events without first proving ownership with a barrier transaction (RELIABILITY.md F2).
+	// Default: a third of the group session timeout.
+	ReadLease time.Duration
+	// MaxRecvBytes limits one request message. Default 4 MiB.
+	MaxRecvBytes int
+	// AllowProtocolMismatch accepts user functions that report another protocol version.
+	AllowProtocolMismatch bool
+	// Logger receives the node's logs; nil discards them.
+	Logger hclog.Logger
+}
+
+// DefaultConfig returns a Config with every default filled in except DataDir.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node"
+	}
+	return Config{
+		NodeID:          fmt.Sprintf("%s-%d", host, os.Getpid()),
+		ListenAddr:      ":9000",
+		Broker:          broker.DefaultConfig(),
+		MaxBatchRecords: 2000,
+		EntityQueue:     1024,
+		MaxRecvBytes:    4 << 20,
+	}
+}
+
+// Validate fills derived defaults and reports the first configuration problem in words a person can
+// act on.
+func (c *Config) Validate() error {
+	if c.NodeID == "" {
+		c.NodeID = DefaultConfig().NodeID
+	}
+	if c.ListenAddr == "" {
+		c.ListenAddr = ":9000"
+	}
+	if c.DataDir == "" {
+		return errors.New("processor: DataDir is required (where the node keeps its Pebble store)")
+	}
+	if c.AdvertiseAddr == "" {
+		host, port, err := net.SplitHostPort(c.ListenAddr)
+		if err != nil {
+			return fmt.Errorf("processor: listen address %q: %w", c.ListenAddr, err)
+		}
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		c.AdvertiseAddr = net.JoinHostPort(host, port)
+	}
+	if c.MaxBatchRecords <= 0 {
+		c.MaxBatchRecords = 2000
+	}
+	if c.EntityQueue <= 0 {
+		c.EntityQueue = 1024
+	}
+	if c.MaxRecvBytes <= 0 {
+		c.MaxRecvBytes = 4 << 20
+	}
+	if c.CommitLinger < 0 {
+		return fmt.Errorf("processor: CommitLinger %v is negative", c.CommitLinger)
+	}
+	if err := c.Broker.Validate(); err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	if c.ReadLease <= 0 {
+		c.ReadLease = c.Broker.SessionTimeout / 3
+	}
+	return nil
+}

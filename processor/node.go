@@ -1,0 +1,528 @@
+// Package processor is kstate's entity runtime: discovery of the user function, the dynamic gRPC
+// front door, routing of commands to the node that owns their partition, one goroutine per owned
+// partition with fenced group commit into Kafka, the Cloudstate protocol driver for each active
+// entity, and passivation.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/internal/logging"
+	"github.com/kstatehq/kstate/partition"
+	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
+	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
+	"github.com/kstatehq/kstate/sdk"
+)
+
+// Version is reported to user functions in ProxyInfo and by `kstate version`.
+var Version = "dev"
+
+// ErrOverloaded means a queue is full; the client should back off (RESOURCE_EXHAUSTED).
+var ErrOverloaded = errors.New("overloaded")
+
+// errStorage marks a Pebble failure after a commit: the partition is given up and reacquired.
+var errStorage = errors.New("storage")
+
+// Option configures a Node beyond its Config.
+type Option func(*Node)
+
+// WithEntities runs Go SDK entities inside the node (in-process user function). They are served
+// over an in-memory gRPC connection speaking the same Cloudstate protocol as a remote function.
+func WithEntities(entities ...sdk.Entity) Option {
+	return func(n *Node) { n.inproc = append(n.inproc, entities...) }
+}
+
+// WithListener serves on l instead of listening on Config.ListenAddr (tests, socket activation).
+func WithListener(l net.Listener) Option {
+	return func(n *Node) { n.lis = l }
+}
+
+// topicRole says what an entity topic holds, for restore and Pebble.
+type topicRole struct {
+	kind          partition.Kind
+	persistenceID string
+}
+
+// Node is one kstate process: it serves the user's services, owns the partitions the consumer
+// group assigns it, and forwards commands for other partitions to their owners.
+type Node struct {
+	cfg            Config
+	log            hclog.Logger
+	inproc         []sdk.Entity
+	lis            net.Listener
+	commandTimeout time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	store   *partition.Store
+	uf      *grpc.ClientConn
+	ufSrv   *grpc.Server
+	cat     *Catalog
+	topics  map[string]topicRole
+	srv     *grpc.Server
+	health  *health.Server
+	group   *broker.Group
+	owners  *ownerTable
+	cmdSeq  atomic.Uint64
+	conns   connPool
+
+	mu    sync.Mutex
+	parts map[int32]*partSup // partitions assigned to this node
+	local map[int32]*owner   // partitions restored and serving (or restoring: requests queue)
+}
+
+// partSup supervises one assigned partition: acquire, run, reacquire after an indefinite commit.
+type partSup struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New builds a node. Nothing runs until Start.
+func New(cfg Config, opts ...Option) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:            cfg,
+		log:            logging.OrDiscard(cfg.Logger).Named("node").With("node", cfg.NodeID),
+		commandTimeout: 60 * time.Second,
+		parts:          make(map[int32]*partSup),
+		local:          make(map[int32]*owner),
+		owners:         newOwnerTable(),
+	}
+	for _, o := range opts {
+		o(n)
+	}
+	if len(n.inproc) == 0 && cfg.UserFunction == "" {
+		return nil, errors.New("processor: no user function: set Config.UserFunction to its gRPC address or pass WithEntities")
+	}
+	if len(n.inproc) > 0 && cfg.UserFunction != "" {
+		return nil, errors.New("processor: both UserFunction and in-process entities given; choose one")
+	}
+	return n, nil
+}
+
+// Addr is the address the node serves on (useful with ":0").
+func (n *Node) Addr() string {
+	if n.lis == nil {
+		return ""
+	}
+	return n.lis.Addr().String()
+}
+
+// Catalog returns the services discovered from the user function (nil before Start).
+func (n *Node) Catalog() *Catalog { return n.cat }
+
+// Start discovers the user function, ensures the app's topics, serves gRPC and joins the group.
+// It returns once the node serves; partitions are acquired in the background.
+func (n *Node) Start(ctx context.Context) error {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	ok := false
+	defer func() {
+		if !ok {
+			_ = n.Close()
+		}
+	}()
+	store, err := partition.Open(partition.Config{Dir: filepath.Join(n.cfg.DataDir, "pebble"), Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("open store in %s: %w", n.cfg.DataDir, err)
+	}
+	n.store = store
+	if err := n.connectUserFunction(); err != nil {
+		return err
+	}
+	cat, _, err := Discover(ctx, n.uf, DiscoverOptions{
+		ProxyName:            "kstate",
+		ProxyVersion:         Version,
+		AllowVersionMismatch: n.cfg.AllowProtocolMismatch,
+		Logger:               n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("discover user function: %w", err)
+	}
+	n.cat = cat
+	if err := n.ensureTopics(ctx); err != nil {
+		return err
+	}
+	if err := n.serve(); err != nil {
+		return err
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := broker.Follow(n.ctx, n.cfg.Broker, n.cfg.Broker.OwnersTopic(), n.owners.apply); err != nil && n.ctx.Err() == nil {
+			n.log.Error("owners topic follower stopped", "error", err)
+		}
+	}()
+	g, err := broker.JoinGroup(n.ctx, n.cfg.Broker, n.cfg.NodeID, broker.GroupCallbacks{
+		Assigned: n.assigned,
+		Revoked:  n.revoked,
+		Lost:     n.revoked,
+	})
+	if err != nil {
+		return fmt.Errorf("join group %s: %w", n.cfg.Broker.GroupID(), err)
+	}
+	n.group = g
+	ok = true
+	n.log.Info("node started", "addr", n.Addr(), "advertise", n.cfg.AdvertiseAddr, "services", len(cat.Services()))
+	return nil
+}
+
+func (n *Node) connectUserFunction() error {
+	if len(n.inproc) > 0 {
+		srv := sdk.NewServer(sdk.WithLogger(n.log.Named("sdk")))
+		if err := srv.Register(n.inproc...); err != nil {
+			return fmt.Errorf("in-process entities: %w", err)
+		}
+		lis := bufconn.Listen(1 << 20)
+		n.ufSrv = grpc.NewServer()
+		srv.RegisterGRPC(n.ufSrv)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			_ = n.ufSrv.Serve(lis)
+		}()
+		conn, err := grpc.NewClient("passthrough:///inprocess",
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		n.uf = conn
+		return nil
+	}
+	conn, err := grpc.NewClient(n.cfg.UserFunction, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("user function %s: %w", n.cfg.UserFunction, err)
+	}
+	n.uf = conn
+	return nil
+}
+
+// ensureTopics creates the app's topics for every entity service discovered and records which
+// topics a partition restores from.
+func (n *Node) ensureTopics(ctx context.Context) error {
+	kinds := make(map[string]broker.EntityKind)
+	n.topics = make(map[string]topicRole)
+	bc := &n.cfg.Broker
+	for _, s := range n.cat.Services() {
+		switch s.Kind {
+		case EventSourced:
+			kinds[s.PersistenceID] = broker.EventSourced
+			n.topics[bc.EventsTopic(s.PersistenceID)] = topicRole{partition.Events, s.PersistenceID}
+			n.topics[bc.SnapshotsTopic(s.PersistenceID)] = topicRole{partition.Snapshots, s.PersistenceID}
+		case Value:
+			kinds[s.PersistenceID] = broker.Value
+			n.topics[bc.StateTopic(s.PersistenceID)] = topicRole{partition.State, s.PersistenceID}
+		}
+	}
+	adm, err := broker.NewAdmin(n.cfg.Broker)
+	if err != nil {
+		return err
+	}
+	defer adm.Close()
+	if err := adm.EnsureTopics(ctx, n.cfg.Broker.AppTopics(kinds)); err != nil {
+		return fmt.Errorf("ensure topics: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) serve() error {
+	if n.lis == nil {
+		l, err := net.Listen("tcp", n.cfg.ListenAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", n.cfg.ListenAddr, err)
+		}
+		n.lis = l
+	}
+	ing := NewIngress(n.cat, n, Limits{MaxRecvBytes: n.cfg.MaxRecvBytes})
+	n.srv = grpc.NewServer(ing.ServerOptions()...)
+	kstatev1.RegisterNodeServer(n.srv, &nodeService{n: n})
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(n.srv, n.health)
+	RegisterReflection(n.srv, n.cat)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.srv.Serve(n.lis); err != nil && n.ctx.Err() == nil {
+			n.log.Error("gRPC server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Close leaves the group (handing partitions over), stops serving and releases everything.
+func (n *Node) Close() error {
+	if n.cancel == nil {
+		return nil
+	}
+	if n.group != nil {
+		n.group.Close() // revokes every partition synchronously
+	}
+	n.mu.Lock()
+	sups := make([]*partSup, 0, len(n.parts))
+	for p, s := range n.parts {
+		sups = append(sups, s)
+		delete(n.parts, p)
+	}
+	n.mu.Unlock()
+	for _, s := range sups {
+		s.cancel()
+		<-s.done
+	}
+	if n.srv != nil {
+		n.srv.Stop()
+	}
+	n.cancel()
+	if n.ufSrv != nil {
+		n.ufSrv.Stop()
+	}
+	if n.uf != nil {
+		_ = n.uf.Close()
+	}
+	n.conns.closeAll()
+	n.wg.Wait()
+	var err error
+	if n.store != nil {
+		err = n.store.Close()
+	}
+	return err
+}
+
+// assigned starts a supervisor for each newly assigned partition. It does not block the group.
+func (n *Node) assigned(_ context.Context, parts []int32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range parts {
+		if _, ok := n.parts[p]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(n.ctx)
+		s := &partSup{cancel: cancel, done: make(chan struct{})}
+		n.parts[p] = s
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer close(s.done)
+			n.supervise(ctx, p)
+		}()
+	}
+	n.log.Info("partitions assigned", "partitions", parts)
+}
+
+// revoked stops the partitions synchronously: when it returns, this node answers nothing for them.
+func (n *Node) revoked(_ context.Context, parts []int32) {
+	var sups []*partSup
+	n.mu.Lock()
+	for _, p := range parts {
+		if s, ok := n.parts[p]; ok {
+			sups = append(sups, s)
+			delete(n.parts, p)
+		}
+	}
+	n.mu.Unlock()
+	for _, s := range sups {
+		s.cancel()
+		<-s.done
+	}
+	if len(parts) > 0 {
+		n.log.Info("partitions revoked", "partitions", parts)
+	}
+}
+
+// supervise acquires partition p and runs it until ctx ends (revoked) or it is fenced. After an
+// indefinite commit or a storage failure it fences itself and acquires again (RELIABILITY.md F3).
+func (n *Node) supervise(ctx context.Context, p int32) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		prod, err := broker.NewTxnProducer(n.cfg.Broker, p)
+		if err != nil {
+			n.log.Error("partition producer", "partition", p, "error", err)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		o := newOwner(n, p, prod)
+		n.mu.Lock()
+		n.local[p] = o
+		n.mu.Unlock()
+		aerr := o.acquire(ctx)
+		if aerr == nil {
+			go func() {
+				<-ctx.Done()
+				o.cancel()
+			}()
+			n.markServing()
+			o.run()
+			aerr = o.stopErr
+		} else {
+			o.cancel()
+			o.stopErr = aerr
+			o.wg.Wait()
+			close(o.done)
+		}
+		n.mu.Lock()
+		if n.local[p] == o {
+			delete(n.local, p)
+		}
+		n.mu.Unlock()
+		// Requests that raced into the queue after the loop stopped still get an answer.
+		for {
+			select {
+			case r := <-o.in:
+				r.finish(result{err: ErrNotOwner})
+				continue
+			default:
+			}
+			break
+		}
+		prod.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(aerr, broker.ErrFenced) {
+			n.log.Warn("partition fenced by another owner; waiting for the group to revoke it", "partition", p, "error", aerr)
+			<-ctx.Done()
+			return
+		}
+		n.log.Warn("reacquiring partition", "partition", p, "error", aerr)
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (n *Node) markServing() {
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+}
+
+// toPartitionRecord adapts a Kafka record of an entity topic for Pebble.
+func (n *Node) toPartitionRecord(r broker.Record) (partition.Record, bool) {
+	role, ok := n.topics[r.Topic]
+	if !ok {
+		return partition.Record{}, false
+	}
+	hs := make([]partition.Header, len(r.Headers))
+	for i, h := range r.Headers {
+		hs[i] = partition.Header{Key: h.Key, Value: h.Value}
+	}
+	return partition.Record{
+		Kind:          role.kind,
+		PersistenceID: role.persistenceID,
+		Topic:         r.Topic,
+		Partition:     r.Partition,
+		Offset:        r.Offset,
+		Key:           r.Key,
+		Value:         r.Value,
+		Headers:       hs,
+		Tombstone:     r.Value == nil,
+	}, true
+}
+
+func (n *Node) commandID(p int32) string {
+	return n.cfg.NodeID + "-" + strconv.Itoa(int(p)) + "-" + strconv.FormatUint(n.cmdSeq.Add(1), 10)
+}
+
+func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ownerTable is the routing table read from the owners topic: partition → latest owner record.
+type ownerTable struct {
+	mu      sync.Mutex
+	byPart  map[int32]*kstatev1.OwnerRecord
+	changed chan struct{}
+}
+
+func newOwnerTable() *ownerTable {
+	return &ownerTable{byPart: make(map[int32]*kstatev1.OwnerRecord), changed: make(chan struct{})}
+}
+
+func (t *ownerTable) apply(r broker.Record) {
+	var rec kstatev1.OwnerRecord
+	if err := proto.Unmarshal(r.Value, &rec); err != nil {
+		return
+	}
+	t.mu.Lock()
+	if rec.GetReleased() {
+		delete(t.byPart, rec.GetPartition())
+	} else {
+		t.byPart[rec.GetPartition()] = &rec
+	}
+	close(t.changed)
+	t.changed = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// get returns p's owner and a channel closed at the next change of the table.
+func (t *ownerTable) get(p int32) (*kstatev1.OwnerRecord, <-chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byPart[p], t.changed
+}
+
+// connPool keeps one client connection per peer node.
+type connPool struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (c *connPool) get(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	if c.conns == nil {
+		c.conns = make(map[string]*grpc.ClientConn)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+func (c *connPool) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, cc := range c.conns {
+		_ = cc.Close()
+		delete(c.conns, a)
+	}
+}
+
+var _ = cloudstatepb.Metadata{}

@@ -1,0 +1,259 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
+	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
+)
+
+// defaultRouteTimeout bounds routing when the caller set no deadline.
+const defaultRouteTimeout = 30 * time.Second
+
+// notOwnerMsg prefixes the status a node returns for a forwarded command whose partition it does
+// not own; the forwarding node then looks the owner up again and retries.
+const notOwnerMsg = "kstate: not the owner of partition"
+
+// Unary implements Dispatcher: it runs a unary command wherever its entity lives.
+func (n *Node) Unary(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+	res := n.invoke(ctx, m, entityID, payload, md)
+	return res.payload, res.md, res.err
+}
+
+// Stream implements Dispatcher for streamed methods, which only actions have; they arrive with
+// the actions issue.
+func (n *Node) Stream(ctx context.Context, m *Method, s CommandStream) error {
+	return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities", m.FullName, m.Service.Kind)
+}
+
+// invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
+// A stale owner map is refreshed and the command retried within the caller's deadline.
+func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+	if m.Service.Kind == Action {
+		return result{err: status.Errorf(codes.Unimplemented, "service %s: actions are not supported yet", m.Service.Name)}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultRouteTimeout)
+		defer cancel()
+	}
+	p := broker.Partition([]byte(entityID), n.cfg.Broker.Partitions)
+	backoff := 5 * time.Millisecond
+	var lastErr error
+	for {
+		res, retry := n.tryOnce(ctx, p, m, entityID, payload, md)
+		if !retry {
+			return res
+		}
+		lastErr = res.err
+		_, changed := n.owners.get(p)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if lastErr == nil {
+				lastErr = ctx.Err()
+			}
+			return result{err: fmt.Errorf("%w: partition %d has no reachable owner: %v", ErrUnavailable, p, lastErr)}
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(backoff*2, 250*time.Millisecond)
+	}
+}
+
+// tryOnce makes one routing attempt; retry reports whether another attempt may succeed.
+func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) (result, bool) {
+	if o := n.localOwner(p); o != nil {
+		res := n.runLocal(ctx, o, m, entityID, payload, md)
+		return res, errors.Is(res.err, ErrNotOwner)
+	}
+	rec, _ := n.owners.get(p)
+	if rec == nil || rec.GetNodeId() == n.cfg.NodeID {
+		// No owner yet, or the table still names us after we lost p: wait for the group.
+		return result{err: fmt.Errorf("%w: partition %d", ErrNotOwner, p)}, true
+	}
+	cc, err := n.conns.get(rec.GetAddress())
+	if err != nil {
+		return result{err: err}, true
+	}
+	resp, err := kstatev1.NewNodeClient(cc).Forward(ctx, &kstatev1.ForwardRequest{
+		Service:   m.Service.Name,
+		Method:    m.Name,
+		Payload:   payload,
+		Metadata:  md,
+		Partition: p,
+		EntityId:  entityID,
+	})
+	if err != nil {
+		st := status.Convert(err)
+		switch {
+		case st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), notOwnerMsg):
+			return result{err: fmt.Errorf("%w: %s", ErrNotOwner, st.Message())}, true
+		case st.Code() == codes.Unavailable && !strings.HasPrefix(st.Message(), "kstate"):
+			// The peer is unreachable (transport error): it may be dead; the group will move p.
+			return result{err: err}, true
+		}
+		return result{err: err}, false
+	}
+	return result{payload: resp.GetPayload(), md: resp.GetMetadata()}, false
+}
+
+// localOwner returns the partition runner if this node holds p.
+func (n *Node) localOwner(p int32) *owner {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.local[p]
+}
+
+// runLocal submits a command to a local partition and waits for its outcome or the deadline.
+func (n *Node) runLocal(ctx context.Context, o *owner, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+	r := &request{ctx: ctx, method: m, entityID: entityID, payload: payload, md: md, done: make(chan result, 1)}
+	n.mu.Lock()
+	if n.local[o.p] != o {
+		n.mu.Unlock()
+		return result{err: ErrNotOwner}
+	}
+	err := o.submit(r)
+	n.mu.Unlock()
+	if err != nil {
+		return result{err: err}
+	}
+	select {
+	case res := <-r.done:
+		return res
+	case <-ctx.Done():
+		return result{err: ctx.Err()}
+	}
+}
+
+// nodeService serves kstate.v1.Node: commands forwarded by other nodes.
+type nodeService struct {
+	kstatev1.UnimplementedNodeServer
+	n *Node
+}
+
+func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest) (*kstatev1.ForwardResponse, error) {
+	n := s.n
+	m, ok := n.cat.Method("/" + req.GetService() + "/" + req.GetMethod())
+	if !ok {
+		return nil, status.Errorf(codes.Unimplemented, "unknown method %s/%s", req.GetService(), req.GetMethod())
+	}
+	p := broker.Partition([]byte(req.GetEntityId()), n.cfg.Broker.Partitions)
+	o := n.localOwner(p)
+	if o == nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
+	}
+	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata())
+	if errors.Is(res.err, ErrNotOwner) {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
+	}
+	if res.err != nil {
+		return nil, ToStatus(res.err)
+	}
+	return &kstatev1.ForwardResponse{Payload: res.payload, Metadata: res.md}, nil
+}
+
+// complete finishes a command whose events are durable: synchronous side effects are awaited,
+// asynchronous ones started, and the reply (or the forward target's reply) sent to the caller.
+// The work runs off the entity's goroutine, so the entity can take its next command and a forward
+// to the same entity cannot deadlock.
+func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cloudstatepb.SideEffect) {
+	if len(effects) == 0 && ca.GetForward() == nil {
+		r.finish(n.replyResult(r.method, ca))
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.sideEffects(r.ctx, effects)
+		if f := ca.GetForward(); f != nil {
+			r.finish(n.forward(r.ctx, f))
+			return
+		}
+		r.finish(n.replyResult(r.method, ca))
+	}()
+}
+
+// replyResult turns a client action (reply, or none) into the caller's result.
+func (n *Node) replyResult(m *Method, ca *cloudstatepb.ClientAction) result {
+	rep := ca.GetReply()
+	if rep == nil {
+		// No reply: the client receives the output type's empty message.
+		return result{}
+	}
+	if want := TypeURL(m.Output); rep.GetPayload() != nil && !sameType(rep.GetPayload().GetTypeUrl(), want) {
+		return result{err: status.Errorf(codes.Internal, "user function replied to %s with %s, want %s", m.FullName, rep.GetPayload().GetTypeUrl(), want)}
+	}
+	return result{payload: rep.GetPayload().GetValue(), md: rep.GetMetadata()}
+}
+
+// forward runs the forward target as a new command; its reply becomes the caller's reply.
+func (n *Node) forward(ctx context.Context, f *cloudstatepb.Forward) result {
+	payload, target, id, err := n.resolveTarget(ctx, f.GetServiceName(), f.GetCommandName(), f.GetPayload().GetTypeUrl(), f.GetPayload().GetValue())
+	if err != nil {
+		return result{err: err}
+	}
+	return n.invoke(ctx, target, id, payload, f.GetMetadata())
+}
+
+// sideEffects runs synchronous side effects in order and waits for them; asynchronous ones run
+// in the background under the node's lifetime.
+func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffect) {
+	for _, se := range effects {
+		payload, target, id, err := n.resolveTarget(ctx, se.GetServiceName(), se.GetCommandName(), se.GetPayload().GetTypeUrl(), se.GetPayload().GetValue())
+		if err != nil {
+			n.log.Warn("side effect dropped", "service", se.GetServiceName(), "command", se.GetCommandName(), "error", err)
+			continue
+		}
+		run := func(ctx context.Context) {
+			if res := n.invoke(ctx, target, id, payload, se.GetMetadata()); res.err != nil {
+				n.log.Warn("side effect failed", "method", target.FullName, "entity", id, "error", res.err)
+			}
+		}
+		if se.GetSynchronous() {
+			run(ctx)
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			ctx, cancel := context.WithTimeout(n.ctx, defaultRouteTimeout)
+			defer cancel()
+			run(ctx)
+		}()
+	}
+}
+
+// resolveTarget finds a forward or side-effect target and its entity id. An unknown target is
+// reported to the user function (reportError), as Cloudstate's proxy did.
+func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payload []byte) ([]byte, *Method, string, error) {
+	m, ok := n.cat.Method("/" + svc + "/" + cmd)
+	if !ok {
+		msg := fmt.Sprintf("forward or side effect to unknown method %s/%s", svc, cmd)
+		_ = ReportError(ctx, n.uf, msg)
+		return nil, nil, "", status.Error(codes.Internal, msg)
+	}
+	if want := TypeURL(m.Input); typeURL != "" && !sameType(typeURL, want) {
+		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s carries %s, want %s", m.FullName, typeURL, want)
+	}
+	msg, err := m.Decode(payload)
+	if err != nil {
+		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s: %v", m.FullName, err)
+	}
+	return payload, m, m.EntityID(msg), nil
+}
+
+// sameType compares type URLs by the message name after the last '/'.
+func sameType(got, want string) bool {
+	return got == want || got[strings.LastIndexByte(got, '/')+1:] == want[strings.LastIndexByte(want, '/')+1:]
+}
