@@ -48,7 +48,8 @@ type CommandStream interface {
 	// Send sends one reply payload, a serialized message of the method's output type.
 	Send(payload []byte) error
 	// SetHeader sets response headers from Cloudstate metadata; they are sent with the first reply
-	// or when the call ends. Entries that are not valid gRPC headers are dropped.
+	// or when the call ends, so SetHeader fails once a reply has been sent. Entries that are not
+	// valid gRPC headers are dropped (see MetadataToGRPC).
 	SetHeader(md *cloudstatepb.Metadata) error
 }
 
