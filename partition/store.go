@@ -1,10 +1,12 @@
 package partition
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -36,10 +38,55 @@ type Store struct {
 		sync.RWMutex
 		closed bool
 	}
-	// writers holds one writer lock per partition, created on first use.
+	// metaCacheSize bounds each partition's meta cache; 0 disables it.
+	metaCacheSize int
+	// writers holds each partition's writer state, created on first use.
 	writers struct {
 		sync.Mutex
-		m map[int32]*sync.Mutex
+		m map[int32]*writer
+	}
+}
+
+// writer is the state of one partition's writers: Apply and DropPartition hold mu.
+type writer struct {
+	mu sync.Mutex
+	// metas caches the committed meta of recently written entities, so that a restore does not
+	// read every entity's meta back from Pebble on each batch. Guarded by mu; filled only after a
+	// batch committed; cleared by DropPartition.
+	metas map[entityRef]Meta
+	// arena and ops are the last Apply's buffers, reused by the next one. Guarded by mu.
+	arena []byte
+	ops   []op
+}
+
+// maxKeptArena bounds the buffer a partition's writer keeps between Apply calls.
+const maxKeptArena = 4 << 20
+
+// keep saves a's buffers for the next Apply unless they grew too large.
+func (w *writer) keep(a *applier) {
+	if cap(a.arena) <= maxKeptArena {
+		w.arena, w.ops = a.arena[:0], a.ops[:0]
+	} else {
+		w.arena, w.ops = nil, nil
+	}
+}
+
+// remember caches the committed metas of an Apply, evicting random entries beyond max.
+func (w *writer) remember(a *applier, max int) {
+	if max <= 0 {
+		return
+	}
+	if w.metas == nil {
+		w.metas = make(map[entityRef]Meta, min(max, 1024))
+	}
+	for _, ref := range a.order {
+		w.metas[ref] = a.entities[ref].meta
+	}
+	for ref := range w.metas { // map iteration starts at a random entry
+		if len(w.metas) <= max {
+			break
+		}
+		delete(w.metas, ref)
 	}
 }
 
@@ -91,7 +138,13 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Sync {
 		s.wo = pebble.Sync
 	}
-	s.writers.m = make(map[int32]*sync.Mutex)
+	s.writers.m = make(map[int32]*writer)
+	switch {
+	case cfg.MetaCacheSize == 0:
+		s.metaCacheSize = DefaultMetaCacheSize
+	case cfg.MetaCacheSize > 0:
+		s.metaCacheSize = cfg.MetaCacheSize
+	}
 	if err := s.checkSchema(); err != nil {
 		_ = db.Close()
 		cache.Unref()
@@ -145,16 +198,16 @@ func (s *Store) begin() error {
 	return nil
 }
 
-// partitionLock returns p's writer lock.
-func (s *Store) partitionLock(p int32) *sync.Mutex {
+// writer returns p's writer state.
+func (s *Store) writer(p int32) *writer {
 	s.writers.Lock()
 	defer s.writers.Unlock()
-	l, ok := s.writers.m[p]
+	w, ok := s.writers.m[p]
 	if !ok {
-		l = new(sync.Mutex)
-		s.writers.m[p] = l
+		w = &writer{}
+		s.writers.m[p] = w
 	}
-	return l
+	return w
 }
 
 func checkPartition(p int32) error {
@@ -201,12 +254,13 @@ func (s *Store) Apply(p int32, recs []Record, offsets map[string]int64) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	pl := s.partitionLock(p)
-	pl.Lock()
-	defer pl.Unlock()
+	w := s.writer(p)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 
-	a := applier{s: s, p: p, b: s.db.NewBatch(), stored: map[string]int64{}, next: map[string]int64{}, entities: map[entityRef]*entityState{}}
-	defer a.b.Close()
+	a := applier{s: s, w: w, p: p, stored: map[string]int64{}, next: map[string]int64{}, entities: map[entityRef]*entityState{},
+		arena: w.arena[:0], ops: w.ops[:0]}
+	defer w.keep(&a)
 	for i := range recs {
 		if err := a.record(&recs[i]); err != nil {
 			return fmt.Errorf("partition %d: apply: %w", p, err)
@@ -215,24 +269,41 @@ func (s *Store) Apply(p int32, recs []Record, offsets map[string]int64) error {
 	if err := a.finish(offsets); err != nil {
 		return fmt.Errorf("partition %d: apply: %w", p, err)
 	}
-	if err := s.db.Apply(a.b, s.wo); err != nil {
+	b := s.db.NewBatchWithSize(len(a.arena) + 16*len(a.ops) + 64)
+	defer b.Close()
+	if err := a.writeTo(b); err != nil {
+		return fmt.Errorf("partition %d: apply: %w", p, err)
+	}
+	if err := s.db.Apply(b, s.wo); err != nil {
 		return fmt.Errorf("partition %d: apply: commit batch: %w", p, err)
 	}
+	w.remember(&a, s.metaCacheSize)
 	return nil
 }
 
-// applier builds one Apply's batch.
+// applier builds one Apply's batch. It collects the mutations first and writes them to the batch
+// sorted by key: Pebble inserts a batch into its memtable skiplist in batch order, and ascending
+// keys reuse the previous insertion point instead of searching from the top. The sort is stable,
+// so mutations of one key keep their order.
 type applier struct {
 	s *Store
+	w *writer
 	p int32
-	b *pebble.Batch
 	// stored is the stored checkpoint per topic read so far; next the checkpoint after the records.
 	stored, next map[string]int64
 	entities     map[entityRef]*entityState
 	// order lists entities in first-touch order so metas are written deterministically.
 	order []entityRef
+	// ops are the mutations; their keys and values live in arena.
+	ops   []op
+	arena []byte
 	key   []byte
-	buf   []byte
+}
+
+// op is one mutation: arena[k:v] is the key and arena[v:end] the value; del ignores the value.
+type op struct {
+	k, v, end int
+	del       bool
 }
 
 // checkpoint returns topic's stored checkpoint (0 when absent), reading it once.
@@ -297,7 +368,9 @@ func (a *applier) entity(pid, entityID string) (*entityState, error) {
 		return es, nil
 	}
 	es := &entityState{}
-	if entityID != "" {
+	if m, ok := a.w.metas[ref]; ok {
+		es.meta, es.stored = m, m
+	} else if entityID != "" {
 		a.key = appendMetaKey(a.key[:0], a.p, pid, entityID)
 		m, err := a.s.getMeta(a.key)
 		if err != nil {
@@ -310,34 +383,34 @@ func (a *applier) entity(pid, entityID string) (*entityState, error) {
 	return es, nil
 }
 
-// effect adds eff's mutations to the batch.
+// effect adds eff's mutations.
 func (a *applier) effect(pid string, es *entityState, eff Effect) error {
-	var err error
 	switch {
 	case eff.Event != nil:
-		a.key = appendEventKey(a.key[:0], a.p, pid, eff.EntityID, eff.Event.Sequence)
-		if err = a.set(a.key, eff.Event); err != nil {
+		k := len(a.arena)
+		a.arena = appendEventKey(a.arena, a.p, pid, eff.EntityID, eff.Event.Sequence)
+		if err := a.set(k, eff.Event); err != nil {
 			return err
 		}
 	case eff.Snapshot != nil:
-		a.key = appendSnapshotKey(a.key[:0], a.p, pid, eff.EntityID)
-		if err = a.set(a.key, eff.Snapshot); err != nil {
+		k := len(a.arena)
+		a.arena = appendSnapshotKey(a.arena, a.p, pid, eff.EntityID)
+		if err := a.set(k, eff.Snapshot); err != nil {
 			return err
 		}
 		for seq := eff.DeleteEvents.After + 1; seq <= eff.DeleteEvents.Through; seq++ {
-			a.key = appendEventKey(a.key[:0], a.p, pid, eff.EntityID, seq)
-			if err = a.b.Delete(a.key, nil); err != nil {
-				return fmt.Errorf("batch delete: %w", err)
-			}
+			k := len(a.arena)
+			a.arena = appendEventKey(a.arena, a.p, pid, eff.EntityID, seq)
+			a.ops = append(a.ops, op{k: k, v: len(a.arena), end: len(a.arena), del: true})
 		}
 	case eff.Value != nil:
-		a.key = appendValueKey(a.key[:0], a.p, pid, eff.EntityID)
-		return a.set(a.key, eff.Value)
+		k := len(a.arena)
+		a.arena = appendValueKey(a.arena, a.p, pid, eff.EntityID)
+		return a.set(k, eff.Value)
 	case eff.DeleteValue:
-		a.key = appendValueKey(a.key[:0], a.p, pid, eff.EntityID)
-		if err = a.b.Delete(a.key, nil); err != nil {
-			return fmt.Errorf("batch delete: %w", err)
-		}
+		k := len(a.arena)
+		a.arena = appendValueKey(a.arena, a.p, pid, eff.EntityID)
+		a.ops = append(a.ops, op{k: k, v: len(a.arena), end: len(a.arena), del: true})
 		return nil
 	}
 	if es != nil && es.meta != eff.Meta {
@@ -347,28 +420,28 @@ func (a *applier) effect(pid string, es *entityState, eff Effect) error {
 	return nil
 }
 
-// set marshals m into the batch under key.
-func (a *applier) set(key []byte, m proto.Message) error {
+// set adds a Set of m under the key that starts at arena[k:] and ends at the arena's end.
+func (a *applier) set(k int, m proto.Message) error {
+	v := len(a.arena)
 	var err error
-	a.buf, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(a.buf[:0], m)
+	a.arena, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(a.arena, m)
 	if err != nil {
 		return fmt.Errorf("marshal %T: %w", m, err)
 	}
-	if err := a.b.Set(key, a.buf, nil); err != nil {
-		return fmt.Errorf("batch set: %w", err)
-	}
+	a.ops = append(a.ops, op{k: k, v: v, end: len(a.arena)})
 	return nil
 }
 
-// finish writes the changed metas and checkpoints.
+// finish adds the changed metas and checkpoints.
 func (a *applier) finish(offsets map[string]int64) error {
 	for _, ref := range a.order {
 		es := a.entities[ref]
 		if !es.changed || es.meta == es.stored {
 			continue
 		}
-		a.key = appendMetaKey(a.key[:0], a.p, ref.pid, ref.entityID)
-		if err := a.set(a.key, &kstatev1.EntityMeta{LastSequence: es.meta.LastSequence, SnapshotSequence: es.meta.SnapshotSequence}); err != nil {
+		k := len(a.arena)
+		a.arena = appendMetaKey(a.arena, a.p, ref.pid, ref.entityID)
+		if err := a.set(k, &kstatev1.EntityMeta{LastSequence: es.meta.LastSequence, SnapshotSequence: es.meta.SnapshotSequence}); err != nil {
 			return err
 		}
 	}
@@ -384,14 +457,34 @@ func (a *applier) finish(offsets map[string]int64) error {
 		}
 		a.next[topic] = off
 	}
-	var v [8]byte
 	for topic, next := range a.next {
 		if next == a.stored[topic] {
 			continue
 		}
-		binary.BigEndian.PutUint64(v[:], uint64(next))
-		if err := a.b.Set(offsetKey(a.p, topic), v[:], nil); err != nil {
-			return fmt.Errorf("batch set: %w", err)
+		k := len(a.arena)
+		a.arena = append(a.arena, offsetKey(a.p, topic)...)
+		v := len(a.arena)
+		a.arena = binary.BigEndian.AppendUint64(a.arena, uint64(next))
+		a.ops = append(a.ops, op{k: k, v: v, end: len(a.arena)})
+	}
+	return nil
+}
+
+// writeTo writes the mutations to b in key order.
+func (a *applier) writeTo(b *pebble.Batch) error {
+	arena := a.arena
+	slices.SortStableFunc(a.ops, func(x, y op) int {
+		return bytes.Compare(arena[x.k:x.v], arena[y.k:y.v])
+	})
+	for _, o := range a.ops {
+		var err error
+		if o.del {
+			err = b.Delete(arena[o.k:o.v], nil)
+		} else {
+			err = b.Set(arena[o.k:o.v], arena[o.v:o.end], nil)
+		}
+		if err != nil {
+			return fmt.Errorf("batch: %w", err)
 		}
 	}
 	return nil
@@ -531,6 +624,9 @@ func readImage(it *pebble.Iterator, prefixLen int, img *EventSourcedImage) (Meta
 			}
 			meta = Meta{LastSequence: m.GetLastSequence(), SnapshotSequence: m.GetSnapshotSequence()}
 			haveMeta = true
+			if n := meta.LastSequence - meta.SnapshotSequence; n > 0 {
+				img.Events = make([]*kstatev1.StoredEvent, 0, min(n, 4096))
+			}
 		case subSnapshot:
 			snap := &kstatev1.StoredSnapshot{}
 			if err := proto.Unmarshal(v, snap); err != nil {
@@ -622,9 +718,12 @@ func (s *Store) DropPartition(p int32) error {
 		return err
 	}
 	defer s.mu.RUnlock()
-	pl := s.partitionLock(p)
-	pl.Lock()
-	defer pl.Unlock()
+	w := s.writer(p)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// Forget the cached metas first: if the deletion fails, whether it reached the store is
+	// unknown, and the cache must not outlive what it mirrors.
+	w.metas = nil
 	lower, upper := partitionBounds(p)
 	if err := s.db.DeleteRange(lower, upper, s.wo); err != nil {
 		return fmt.Errorf("partition %d: drop: %w", p, err)
