@@ -1,10 +1,3 @@
-// Package broker is everything kstate says to Kafka: client configuration (TLS, SASL), topic
-// layout and management, the fenced transactional producer of each owned partition, read_committed
-// restore reads, consumer-group membership over the commands topic and the embedded broker of
-// `kstate dev`.
-//
-// It is the only package of kstate that imports franz-go (and Sarama); its exported API speaks
-// in its own small types (Record, Header, TopicSpec, ...) so the rest of kstate never does.
 package broker
 
 import (

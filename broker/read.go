@@ -50,8 +50,17 @@ const (
 // the read and is returned as is.
 func ReadToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
 	next, err := readToEnd(ctx, cfg, parts, fn)
+	var fe fnError
+	if errors.As(err, &fe) {
+		return nil, fe.err // the caller's own error, untouched
+	}
 	return next, cfg.hint(err)
 }
+
+// fnError carries an error returned by ReadToEnd's fn past the connection hint.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
 
 func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
 	next := make(map[string]int64, len(parts))
@@ -144,7 +153,7 @@ func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn f
 	wg.Wait()
 	cancel()
 	if fnErr != nil {
-		return nil, fnErr
+		return nil, fnError{fnErr}
 	}
 	if fetchErr != nil {
 		return nil, fmt.Errorf("read to end: %w", fetchErr)
