@@ -578,7 +578,7 @@ type reflectV1Alpha struct {
 func (c reflectV1Alpha) ask(t *testing.T, req *rpb.ServerReflectionRequest) *rpb.ServerReflectionResponse {
 	t.Helper()
 	in := &rpbalpha.ServerReflectionRequest{}
-	if err := convert(req, in); err != nil {
+	if err := reencode(req, in); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.st.Send(in); err != nil {
@@ -592,7 +592,7 @@ func (c reflectV1Alpha) ask(t *testing.T, req *rpb.ServerReflectionRequest) *rpb
 		t.Fatalf("original_request = %v, want %v", resp.GetOriginalRequest(), in)
 	}
 	out := &rpb.ServerReflectionResponse{}
-	if err := convert(resp, out); err != nil {
+	if err := reencode(resp, out); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -127,12 +127,12 @@ func (s reflectionV1AlphaServer) ServerReflectionInfo(stream grpc.BidiStreamingS
 			return err
 		}
 		req := &rpb.ServerReflectionRequest{}
-		if err := convert(in, req); err != nil {
+		if err := reencode(in, req); err != nil {
 			return err
 		}
 		resp := s.r.answer(req, reflectionV1Alpha, sent)
 		out := &rpbalpha.ServerReflectionResponse{}
-		if err := convert(resp, out); err != nil {
+		if err := reencode(resp, out); err != nil {
 			return err
 		}
 		out.OriginalRequest = in
@@ -142,8 +142,8 @@ func (s reflectionV1AlphaServer) ServerReflectionInfo(stream grpc.BidiStreamingS
 	}
 }
 
-// convert copies src into dst, a wire-compatible message of another type.
-func convert(src, dst proto.Message) error {
+// reencode copies src into dst, a wire-compatible message of another type.
+func reencode(src, dst proto.Message) error {
 	b, err := proto.Marshal(src)
 	if err != nil {
 		return err
