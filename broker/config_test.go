@@ -283,3 +283,29 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 		t.Fatal(err)
 	}
 }
+
+// TestEnsureTopicsRejectsBadSpecs: specs Kafka would refuse are rejected before any request.
+func TestEnsureTopicsRejectsBadSpecs(t *testing.T) {
+	adm, err := broker.NewAdmin(broker.Config{Brokers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	ctx := ctxFor(t, 5*time.Second)
+	for _, tc := range []struct {
+		specs []broker.TopicSpec
+		want  string
+	}{
+		{[]broker.TopicSpec{{Name: "bad name", Partitions: 1}}, `character ' '`},
+		{[]broker.TopicSpec{{Name: strings.Repeat("x", 250), Partitions: 1}}, "250 characters"},
+		{[]broker.TopicSpec{{Name: "ok", Partitions: 0}}, "partitions 0"},
+		{[]broker.TopicSpec{{Name: "ok", Partitions: 1}, {Name: "ok", Partitions: 1}}, "listed twice"},
+	} {
+		if err := adm.EnsureTopics(ctx, tc.specs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("EnsureTopics(%v) = %v, want it to mention %q", tc.specs, err, tc.want)
+		}
+	}
+	if err := adm.EnsureTopics(ctx, nil); err != nil {
+		t.Errorf("no specs: %v", err)
+	}
+}

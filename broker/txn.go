@@ -146,6 +146,8 @@ func (t *TxnProducer) Acquire(ctx context.Context, owner Record) error {
 //
 // On failure the error is a *TxnError wrapping ErrFenced (drop the partition), ErrIndefinite
 // (outcome unknown: close or re-acquire, reload) or ErrAborted (nothing visible; retry allowed).
+// An aborted transaction takes everything in it along, including the ownership record of a
+// preceding Acquire: publish ownership with Commit(ctx, nil) before committing other records.
 func (t *TxnProducer) Commit(ctx context.Context, recs []Record) ([]Record, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
