@@ -12,6 +12,9 @@ import (
 
 // Sentinel errors of the entity runtime. Wrap them with fmt.Errorf("...: %w", Err…) to add context;
 // ToStatus maps each to the gRPC code a client sees.
+// ErrOverloaded means a bounded queue is full; the client should back off (RESOURCE_EXHAUSTED).
+var ErrOverloaded = errors.New("overloaded")
+
 var (
 	// ErrNotOwner means this node does not own the entity's partition (any more). Clients and the
 	// router retry against the current owner. Maps to codes.Unavailable.

@@ -34,9 +34,6 @@ import (
 // Version is reported to user functions in ProxyInfo and by `kstate version`.
 var Version = "dev"
 
-// ErrOverloaded means a queue is full; the client should back off (RESOURCE_EXHAUSTED).
-var ErrOverloaded = errors.New("overloaded")
-
 // errStorage marks a Pebble failure after a commit: the partition is given up and reacquired.
 var errStorage = errors.New("storage")
 
