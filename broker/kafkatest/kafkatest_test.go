@@ -1,0 +1,47 @@
+package kafkatest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestClusterAnswers(t *testing.T) {
+	addrs := Cluster(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	topic := Unique(t, "kt")
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, 1, -1, nil, topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUniqueDiffers(t *testing.T) {
+	if a, b := Unique(t, "x"), Unique(t, "x"); a == b {
+		t.Fatalf("Unique returned %q twice", a)
+	}
+}
+
+func TestRealSkipsWithoutEnv(t *testing.T) {
+	t.Setenv(EnvBrokers, "")
+	ran := false
+	t.Run("inner", func(t *testing.T) {
+		Real(t)
+		ran = true
+	})
+	if ran {
+		t.Fatal("Real did not skip without " + EnvBrokers)
+	}
+}
