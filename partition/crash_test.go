@@ -105,7 +105,7 @@ func crashRound(t *testing.T, rng *rand.Rand, sync bool) (k, n int) {
 	fs := vfs.NewCrashableMem()
 	// A small memtable makes flushes (synced sstables, manifest edits, WAL rotation) happen
 	// between and during the batches.
-	cfg := Config{Dir: "db", FS: fs, Sync: sync, MemTableSize: 32 << 10}
+	cfg := Config{Dir: "db", FS: fs, Sync: sync, MemTableSize: 32 << 10, MetaCacheSize: []int{-1, 1, 0}[rng.IntN(3)]}
 	s, err := Open(cfg)
 	mustNoErr(t, err)
 	defer s.Close()

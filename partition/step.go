@@ -83,6 +83,9 @@ func Step(meta Meta, rec *Record) (Effect, error) {
 	if len(rec.Key) == 0 {
 		return eff, fmt.Errorf("%w: no entity id key", ErrMalformedRecord)
 	}
+	if rec.PersistenceID == "" {
+		return eff, fmt.Errorf("%w: no persistence id", ErrMalformedRecord)
+	}
 	switch rec.Kind {
 	case Events:
 		return stepEvent(eff, meta, rec)

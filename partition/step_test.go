@@ -80,7 +80,7 @@ func TestStep(t *testing.T) {
 		{"state tombstone", Meta{}, stateRec(0, "v", "", 12),
 			want{delValue: true, deletes: noDel}},
 		{"empty state value is not a tombstone", Meta{},
-			Record{Kind: State, Key: []byte("v"), Offset: 4, Value: []byte{}, Headers: []Header{{Key: kstatev1.HeaderType, Value: []byte(valueTypeURL)}}},
+			Record{Kind: State, PersistenceID: valuePID, Key: []byte("v"), Offset: 4, Value: []byte{}, Headers: []Header{{Key: kstatev1.HeaderType, Value: []byte(valueTypeURL)}}},
 			want{value: &kstatev1.StoredValue{Value: &anypb.Any{TypeUrl: valueTypeURL}, Offset: 4}, deletes: noDel}},
 		{"null event is an empty payload", Meta{},
 			func() Record { r := eventRec(0, "e", 1, 10); r.Value, r.Tombstone = nil, true; return r }(),
@@ -105,7 +105,8 @@ func TestStep(t *testing.T) {
 		{"snapshot garbage", Meta{}, func() Record { r := snapRec(0, "e", 1, 10); r.Value = []byte{0xff, 0xff}; return r }(), want{malformed: true}},
 		{"snapshot without sequence", Meta{}, func() Record { r := snapRec(0, "e", 1, 10); r.Value = nil; return r }(), want{malformed: true}},
 		{"state without type", Meta{}, func() Record { r := stateRec(0, "v", "x", 1); r.Headers = nil; return r }(), want{malformed: true}},
-		{"unknown kind", Meta{}, Record{Kind: 42, Key: []byte("e")}, want{malformed: true}},
+		{"unknown kind", Meta{}, Record{Kind: 42, PersistenceID: testPID, Key: []byte("e")}, want{malformed: true}},
+		{"no persistence id", Meta{}, func() Record { r := eventRec(0, "e", 1, 10); r.PersistenceID = ""; return r }(), want{malformed: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -246,6 +247,14 @@ func TestStepSnapshotOrderIndependence(t *testing.T) {
 		}
 		if ref.meta != (Meta{LastSequence: n, SnapshotSequence: top}) {
 			t.Fatalf("snapshots %v: meta %+v", snaps, ref.meta)
+		}
+	}
+}
+
+func TestKindString(t *testing.T) {
+	for k, want := range map[Kind]string{Events: "events", Snapshots: "snapshots", State: "state", Kind(9): "Kind(9)"} {
+		if got := k.String(); got != want {
+			t.Errorf("%d: %q, want %q", int(k), got, want)
 		}
 	}
 }

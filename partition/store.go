@@ -28,7 +28,7 @@ const schemaVersion = "1"
 // serialised; reads see a consistent view of the last applied batch.
 type Store struct {
 	db     *pebble.DB
-	cache  interface{ Unref() }
+	cache  *pebble.Cache
 	logger hclog.Logger
 	wo     *pebble.WriteOptions
 

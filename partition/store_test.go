@@ -77,6 +77,12 @@ func TestConfigValidate(t *testing.T) {
 	if _, err := Open(Config{}); err == nil {
 		t.Fatal("Open accepted an invalid config")
 	}
+	// A block cache that the memtables would fill entirely is refused.
+	err = Config{Dir: "x", CacheSize: 64 << 20, MemTableSize: 32 << 20}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "reserves memtables") {
+		t.Fatalf("small cache: %v", err)
+	}
+	mustNoErr(t, Config{Dir: "x", CacheSize: 128 << 20, MemTableSize: 32 << 20}.Validate())
 }
 
 func TestStoreApplyAndLoad(t *testing.T) {
@@ -353,7 +359,10 @@ func TestStoreRestoreOrderIndependence(t *testing.T) {
 		}
 		var refName, ref string
 		for name, recs := range orders {
-			s := openMem(t, nil)
+			// The writer's meta cache must not change the outcome: off, tiny (constant
+			// eviction) and default.
+			s, err := Open(Config{Dir: "db", FS: vfs.NewMem(), MetaCacheSize: []int{-1, 1, 2, 0}[rng.IntN(4)]})
+			mustNoErr(t, err)
 			restoreInto(t, rng, s, 5, recs, h.ends)
 			got := dump(t, s)
 			// The image is also what the pure model says.
