@@ -14,8 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// ErrOffsetOutOfRange is wrapped when a read starts before a partition's log start offset
-// (records removed by retention or DeleteRecords) or after its end.
+// ErrOffsetOutOfRange is wrapped when a read of a topic that is not compacted-only starts
+// before the partition's log start offset (records removed by retention or DeleteRecords), or
+// when a read starts after the partition's end.
 var ErrOffsetOutOfRange = errors.New("offset out of range")
 
 // TopicPartitionFrom names one partition to read and the offset to start at. A negative From
@@ -46,8 +47,11 @@ const (
 //
 // Each topic may appear once in parts. It returns, per topic, the offset to resume from (the
 // captured end). A missing topic or partition is an error wrapping ErrTopicNotFound; a From
-// outside the partition's log is an error wrapping ErrOffsetOutOfRange; an error from fn stops
-// the read and is returned as is.
+// after the end is an error wrapping ErrOffsetOutOfRange. A From (or a position during the
+// read) below the log start offset continues at the log start when the topic's cleanup.policy is
+// compact only, since compaction removes only superseded records; for any other topic records
+// would be missing, so it is an error wrapping ErrOffsetOutOfRange (pass a negative From to
+// read what is left). An error from fn stops the read and is returned as is.
 func ReadToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
 	next, err := readToEnd(ctx, cfg, parts, fn)
 	var fe fnError
@@ -111,6 +115,9 @@ func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn f
 		start, _ := starts.Lookup(tp.Topic, tp.Partition)
 		from := tp.From
 		if from < 0 {
+			from = start.Offset
+		}
+		if from < start.Offset && r.compactOnly(ctx, tp.Topic) {
 			from = start.Offset
 		}
 		if from < start.Offset || from > end.Offset {
@@ -200,6 +207,34 @@ type reader struct {
 	topics []string
 	meta   kadm.TopicDetails
 	parts  []*readPart
+
+	mu      sync.Mutex      // guards compact: fetches of several leaders ask concurrently
+	compact map[string]bool // topic → cleanup.policy is compact only; loaded on demand
+}
+
+// compactOnly reports whether topic's cleanup.policy is "compact" alone. It asks the broker the
+// first time (DescribeConfigs), and answers false when it cannot tell, which keeps the caller
+// strict.
+func (r *reader) compactOnly(ctx context.Context, topic string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v, ok := r.compact[topic]; ok {
+		return v
+	}
+	if r.compact == nil {
+		r.compact = make(map[string]bool)
+	}
+	rcs, err := r.adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return false
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil || rc.Err != nil {
+		return false
+	}
+	v := normPolicy(configValue(rc, "cleanup.policy", "delete")) == "compact"
+	r.compact[topic] = v
+	return v
 }
 
 func (r *reader) refreshMetadata(ctx context.Context) error {
@@ -384,6 +419,12 @@ func (r *reader) fetch(ctx context.Context, leader int32, ps []*readPart, dec kg
 			}
 			if e := kerr.ErrorForCode(rp.ErrorCode); e != nil {
 				switch {
+				case errors.Is(e, kerr.OffsetOutOfRange) && rp.LogStartOffset > p.pos && r.compactOnly(ctx, p.topic):
+					// Compaction moved the log start past us mid-read (kfake does); nothing
+					// below it is needed.
+					p.pos = min(rp.LogStartOffset, p.end)
+					progress = true
+					continue
 				case errors.Is(e, kerr.OffsetOutOfRange):
 					return nil, false, false, fmt.Errorf("%s/%d: fetch at %d (log start %d, high watermark %d): %w",
 						p.topic, p.partition, p.pos, rp.LogStartOffset, rp.HighWatermark, ErrOffsetOutOfRange)
