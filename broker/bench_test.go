@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
 // BenchmarkReadToEnd measures the restore path on kfake: one partition of 200k records of
@@ -13,8 +14,7 @@ import (
 // It reports records/s; the target is at least 200k records/s.
 func BenchmarkReadToEnd(b *testing.B) {
 	const total, perTxn = 200_000, 500
-	c := newKfake(b)
-	cfg := testConfig(b, target{brokers: c.ListenAddrs()})
+	cfg := testConfig(b, target{brokers: kafkatest.Kfake(b)})
 	ensure(b, cfg, cfg.AppTopics(map[string]broker.EntityKind{"bench": broker.EventSourced}))
 	events := cfg.EventsTopic("bench")
 	ctx := ctxFor(b, 5*time.Minute)

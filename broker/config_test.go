@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
 func TestDefaultConfigValid(t *testing.T) {
@@ -138,7 +139,7 @@ func TestAppTopics(t *testing.T) {
 // TestSASL connects with each mechanism to a kfake cluster that requires SASL: the right
 // credentials work, wrong ones fail with an authentication error.
 func TestSASL(t *testing.T) {
-	c := newKfake(t, kfake.EnableSASL(),
+	brokers := kafkatest.Kfake(t, kfake.EnableSASL(),
 		kfake.Superuser("PLAIN", "plainuser", "plainpass"),
 		kfake.Superuser("SCRAM-SHA-256", "scram256", "pass256"),
 		kfake.Superuser("SCRAM-SHA-512", "scram512", "pass512"))
@@ -148,7 +149,7 @@ func TestSASL(t *testing.T) {
 		{broker.SASLScramSHA512, "scram512", "pass512"},
 	} {
 		t.Run(tc.mech, func(t *testing.T) {
-			cfg := testConfig(t, target{brokers: c.ListenAddrs()})
+			cfg := testConfig(t, target{brokers: brokers})
 			cfg.RequestTimeout = 2 * time.Second
 			cfg.SASL = broker.SASLConfig{Mechanism: tc.mech, Username: tc.user, Password: tc.pass}
 			if err := listTopics(t, cfg); err != nil {
@@ -190,9 +191,9 @@ func TestTLS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 
-	c := newKfake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: pool,
+	brokers := kafkatest.Kfake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}))
-	cfg := testConfig(t, target{brokers: c.ListenAddrs()})
+	cfg := testConfig(t, target{brokers: brokers})
 	cfg.RequestTimeout = 2 * time.Second
 	cfg.TLS = broker.TLSConfig{Enabled: true, CAFile: filepath.Join(dir, "ca.pem"),
 		CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")}

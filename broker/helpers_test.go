@@ -2,9 +2,7 @@ package broker_test
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"math/rand"
 	"os"
 	"strings"
 	"sync"
@@ -17,17 +15,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
 // target is one broker a conformance check runs against.
 type target struct {
 	name    string
 	brokers []string
-	real    bool           // a real Apache Kafka broker (KSTATE_KAFKA_BROKERS)
-	fake    *kfake.Cluster // nil for the real broker
+	real    bool // a real Apache Kafka broker (KSTATE_KAFKA_BROKERS)
 }
 
-// newKfake starts a fresh single-node kfake cluster, closed when t ends.
+// newKfake starts a fresh single-node kfake cluster, closed when t ends, for the tests that need
+// its handle (faults, controls, compaction); others use kafkatest.
 func newKfake(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	t.Helper()
 	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
@@ -38,41 +37,27 @@ func newKfake(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-// realBrokers returns the brokers of KSTATE_KAFKA_BROKERS, or nil when it is unset.
-func realBrokers() []string {
-	v := strings.TrimSpace(os.Getenv("KSTATE_KAFKA_BROKERS"))
-	if v == "" {
-		return nil
-	}
-	return strings.Split(v, ",")
-}
-
 // onEachBroker runs check against a fresh kfake cluster and, when KSTATE_KAFKA_BROKERS is set,
 // against that real broker too, each as a subtest ("kfake", "kafka").
 func onEachBroker(t *testing.T, check func(t *testing.T, tg target)) {
 	t.Helper()
 	t.Run("kfake", func(t *testing.T) {
-		c := newKfake(t)
-		check(t, target{name: "kfake", brokers: c.ListenAddrs(), fake: c})
+		check(t, target{name: "kfake", brokers: kafkatest.Kfake(t)})
 	})
-	if bs := realBrokers(); bs != nil {
+	if kafkatest.IsReal() {
 		t.Run("kafka", func(t *testing.T) {
-			check(t, target{name: "kafka", brokers: bs, real: true})
+			check(t, target{name: "kafka", brokers: kafkatest.Real(t), real: true})
 		})
 	}
 }
 
-// testConfig returns a Config for tg with a namespace unique to this run (a real broker keeps
-// topics across runs), 4 partitions and a logger writing warnings to the test log.
+// testConfig returns a Config for tg with a namespace unique to this test and run (a real broker
+// keeps topics across runs), 4 partitions and a logger writing warnings to the test log.
 func testConfig(t testing.TB, tg target) broker.Config {
 	t.Helper()
-	seed := time.Now().UnixNano()
-	rng := rand.New(rand.NewSource(seed))
-	ns := fmt.Sprintf("kst%08x", rng.Uint32())
-	t.Logf("namespace %s (seed %d)", ns, seed)
 	cfg := broker.DefaultConfig()
 	cfg.Brokers = tg.brokers
-	cfg.Namespace = ns
+	cfg.Namespace = kafkatest.Unique(t, "kst")
 	cfg.App = "app"
 	cfg.Partitions = 4
 	cfg.Logger = testLogger(t)

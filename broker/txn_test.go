@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
 // TestTxnIndefiniteNotApplied: the coordinator answers EndTxn with UNKNOWN_SERVER_ERROR. The
@@ -106,8 +107,7 @@ func TestTxnIndefiniteApplied(t *testing.T) {
 
 // TestTxnCancelledContext: a Commit whose context is already done has an unknown outcome.
 func TestTxnCancelledContext(t *testing.T) {
-	c := newKfake(t)
-	cfg := testConfig(t, target{brokers: c.ListenAddrs()})
+	cfg := testConfig(t, target{brokers: kafkatest.Kfake(t)})
 	ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
 	tp := acquire(t, cfg, 0, "node")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -139,12 +139,12 @@ func TestTxnUnauthorized(t *testing.T) {
 	allow := func(res kmsg.ACLResourceType, name string, pat kmsg.ACLResourcePatternType, op kmsg.ACLOperation) kfake.ACL {
 		return kfake.ACL{Resource: res, Name: name, Pattern: pat, Operation: op, Allow: true}
 	}
-	c := newKfake(t, kfake.EnableSASL(), kfake.EnableACLs(),
+	brokers := kafkatest.Kfake(t, kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser("PLAIN", "admin", "admin"),
 		kfake.User("PLAIN", "app", "app",
 			allow(kmsg.ACLResourceTypeTopic, "kst", kmsg.ACLResourcePatternTypePrefixed, kmsg.ACLOperationAll),
 			allow(kmsg.ACLResourceTypeCluster, "kafka-cluster", kmsg.ACLResourcePatternTypeLiteral, kmsg.ACLOperationIdempotentWrite)))
-	cfg := testConfig(t, target{brokers: c.ListenAddrs()})
+	cfg := testConfig(t, target{brokers: brokers})
 	cfg.SASL = broker.SASLConfig{Mechanism: broker.SASLPlain, Username: "admin", Password: "admin"}
 	ensure(t, cfg, cfg.AppTopics(nil))
 	cfg.SASL = broker.SASLConfig{Mechanism: broker.SASLPlain, Username: "app", Password: "app"}
