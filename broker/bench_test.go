@@ -1,11 +1,10 @@
-package broker_test
+package broker
 
 import (
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
@@ -15,10 +14,10 @@ import (
 func BenchmarkReadToEnd(b *testing.B) {
 	const total, perTxn = 200_000, 500
 	cfg := testConfig(b, target{brokers: kafkatest.Kfake(b)})
-	ensure(b, cfg, cfg.AppTopics(map[string]broker.EntityKind{"bench": broker.EventSourced}))
+	ensure(b, cfg, cfg.AppTopics(map[string]EntityKind{"bench": EventSourced}))
 	events := cfg.EventsTopic("bench")
 	ctx := ctxFor(b, 5*time.Minute)
-	tp, err := broker.NewTxnProducer(cfg, 0)
+	tp, err := NewTxnProducer(cfg, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,11 +26,11 @@ func BenchmarkReadToEnd(b *testing.B) {
 		b.Fatal(err)
 	}
 	value := make([]byte, 80)
-	batch := make([]broker.Record, perTxn)
+	batch := make([]Record, perTxn)
 	for n := 0; n < total; n += perTxn {
 		for i := range batch {
-			batch[i] = broker.Record{Topic: events, Partition: 0, Key: []byte(fmt.Sprintf("entity-%06d", (n+i)%5000)), Value: value,
-				Headers: []broker.Header{{Key: "seq", Value: []byte("1")}}}
+			batch[i] = Record{Topic: events, Partition: 0, Key: []byte(fmt.Sprintf("entity-%06d", (n+i)%5000)), Value: value,
+				Headers: []Header{{Key: "seq", Value: []byte("1")}}}
 		}
 		if _, err := tp.Commit(ctx, batch); err != nil {
 			b.Fatal(err)
@@ -41,7 +40,7 @@ func BenchmarkReadToEnd(b *testing.B) {
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
 		count := 0
-		_, err := broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(broker.Record) error {
+		_, err := ReadToEnd(ctx, cfg, []TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(Record) error {
 			count++
 			return nil
 		})

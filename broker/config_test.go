@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 import (
 	"context"
@@ -20,12 +20,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
 func TestDefaultConfigValid(t *testing.T) {
-	cfg := broker.DefaultConfig()
+	cfg := DefaultConfig()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +33,7 @@ func TestDefaultConfigValid(t *testing.T) {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	// Zero values mean defaults: only the brokers are required.
-	if err := (broker.Config{Brokers: []string{"k:9092"}}).Validate(); err != nil {
+	if err := (Config{Brokers: []string{"k:9092"}}).Validate(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -43,32 +42,32 @@ func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name string
-		mod  func(*broker.Config)
+		mod  func(*Config)
 		want string
 	}{
-		{"no brokers", func(c *broker.Config) { c.Brokers = nil }, "Brokers is empty"},
-		{"bad address", func(c *broker.Config) { c.Brokers = []string{"localhost"} }, `"localhost": want host:port`},
-		{"bad port", func(c *broker.Config) { c.Brokers = []string{"h:x"} }, "port"},
-		{"namespace chars", func(c *broker.Config) { c.Namespace = "my ns" }, `Namespace "my ns": character ' '`},
-		{"app chars", func(c *broker.Config) { c.App = "a/b" }, "App"},
-		{"partitions", func(c *broker.Config) { c.Partitions = -3 }, "Partitions is -3"},
-		{"replication", func(c *broker.Config) { c.ReplicationFactor = -2 }, "ReplicationFactor is -2"},
-		{"long names", func(c *broker.Config) { c.App = strings.Repeat("a", 250) }, "too long"},
-		{"half mtls", func(c *broker.Config) { c.TLS.CertFile = "x.pem" }, "TLS.CertFile and TLS.KeyFile"},
-		{"missing CA", func(c *broker.Config) { c.TLS.CAFile = filepath.Join(dir, "nope.pem") }, "TLS.CAFile"},
-		{"sasl mechanism", func(c *broker.Config) { c.SASL = broker.SASLConfig{Mechanism: "GSSAPI", Username: "u"} }, `SASL.Mechanism "GSSAPI"`},
-		{"sasl user", func(c *broker.Config) { c.SASL = broker.SASLConfig{Mechanism: "PLAIN"} }, "SASL.Username is empty"},
-		{"sasl no mechanism", func(c *broker.Config) { c.SASL = broker.SASLConfig{Username: "u", Password: "p"} }, "SASL.Mechanism is empty"},
-		{"txn timeout", func(c *broker.Config) { c.TransactionTimeout = time.Hour }, "TransactionTimeout"},
+		{"no brokers", func(c *Config) { c.Brokers = nil }, "Brokers is empty"},
+		{"bad address", func(c *Config) { c.Brokers = []string{"localhost"} }, `"localhost": want host:port`},
+		{"bad port", func(c *Config) { c.Brokers = []string{"h:x"} }, "port"},
+		{"namespace chars", func(c *Config) { c.Namespace = "my ns" }, `Namespace "my ns": character ' '`},
+		{"app chars", func(c *Config) { c.App = "a/b" }, "App"},
+		{"partitions", func(c *Config) { c.Partitions = -3 }, "Partitions is -3"},
+		{"replication", func(c *Config) { c.ReplicationFactor = -2 }, "ReplicationFactor is -2"},
+		{"long names", func(c *Config) { c.App = strings.Repeat("a", 250) }, "too long"},
+		{"half mtls", func(c *Config) { c.TLS.CertFile = "x.pem" }, "TLS.CertFile and TLS.KeyFile"},
+		{"missing CA", func(c *Config) { c.TLS.CAFile = filepath.Join(dir, "nope.pem") }, "TLS.CAFile"},
+		{"sasl mechanism", func(c *Config) { c.SASL = SASLConfig{Mechanism: "GSSAPI", Username: "u"} }, `SASL.Mechanism "GSSAPI"`},
+		{"sasl user", func(c *Config) { c.SASL = SASLConfig{Mechanism: "PLAIN"} }, "SASL.Username is empty"},
+		{"sasl no mechanism", func(c *Config) { c.SASL = SASLConfig{Username: "u", Password: "p"} }, "SASL.Mechanism is empty"},
+		{"txn timeout", func(c *Config) { c.TransactionTimeout = time.Hour }, "TransactionTimeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := broker.DefaultConfig()
+			cfg := DefaultConfig()
 			tc.mod(&cfg)
 			err := cfg.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Validate() = %v, want it to mention %q", err, tc.want)
 			}
-			if _, err := broker.NewAdmin(cfg); err == nil {
+			if _, err := NewAdmin(cfg); err == nil {
 				t.Fatal("NewAdmin accepted an invalid config")
 			}
 		})
@@ -76,7 +75,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	cfg := broker.DefaultConfig()
+	cfg := DefaultConfig()
 	cfg.Namespace, cfg.App = "prod", "shop"
 	for got, want := range map[string]string{
 		cfg.EventsTopic("cart"):    "prod.cart.events",
@@ -93,33 +92,33 @@ func TestNames(t *testing.T) {
 			t.Errorf("got %q, want %q", got, want)
 		}
 	}
-	if got := (broker.Config{}).EventsTopic("x"); got != "kstate.x.events" {
+	if got := (Config{}).EventsTopic("x"); got != "kstate.x.events" {
 		t.Errorf("zero config: %q", got)
 	}
 }
 
 func TestAppTopics(t *testing.T) {
-	cfg := broker.DefaultConfig()
-	specs := cfg.AppTopics(map[string]broker.EntityKind{"es": broker.EventSourced, "v": broker.Value, "c": broker.CRDT, "act": broker.Action})
+	cfg := DefaultConfig()
+	specs := cfg.AppTopics(map[string]EntityKind{"es": EventSourced, "v": Value, "c": CRDT, "act": Action})
 	type want struct {
-		kind     broker.TopicKind
+		kind     TopicKind
 		parts    int32
 		policy   string
 		retainMs string
 	}
 	wants := map[string]want{
-		"kstate.es.events":    {broker.Events, 16, "delete", "-1"},
-		"kstate.es.snapshots": {broker.Snapshots, 16, "compact", ""},
-		"kstate.v.state":      {broker.State, 16, "compact", ""},
-		"kstate.c.crdt":       {broker.Crdt, 16, "delete", "604800000"},
-		"kstate.c.crdt-state": {broker.CrdtState, 16, "compact", ""},
-		"kstate.app.commands": {broker.Commands, 16, "delete", ""},
-		"kstate.app.owners":   {broker.Owners, 1, "compact", ""},
+		"kstate.es.events":    {Events, 16, "delete", "-1"},
+		"kstate.es.snapshots": {Snapshots, 16, "compact", ""},
+		"kstate.v.state":      {State, 16, "compact", ""},
+		"kstate.c.crdt":       {Crdt, 16, "delete", "604800000"},
+		"kstate.c.crdt-state": {CrdtState, 16, "compact", ""},
+		"kstate.app.commands": {Commands, 16, "delete", ""},
+		"kstate.app.owners":   {Owners, 1, "compact", ""},
 	}
 	if len(specs) != len(wants) {
 		t.Fatalf("%d specs: %+v", len(specs), specs)
 	}
-	if !slices.IsSortedFunc(specs, func(a, b broker.TopicSpec) int { return strings.Compare(a.Name, b.Name) }) {
+	if !slices.IsSortedFunc(specs, func(a, b TopicSpec) int { return strings.Compare(a.Name, b.Name) }) {
 		t.Fatal("specs not sorted by name")
 	}
 	for _, s := range specs {
@@ -144,14 +143,14 @@ func TestSASL(t *testing.T) {
 		kfake.Superuser("SCRAM-SHA-256", "scram256", "pass256"),
 		kfake.Superuser("SCRAM-SHA-512", "scram512", "pass512"))
 	for _, tc := range []struct{ mech, user, pass string }{
-		{broker.SASLPlain, "plainuser", "plainpass"},
-		{broker.SASLScramSHA256, "scram256", "pass256"},
-		{broker.SASLScramSHA512, "scram512", "pass512"},
+		{SASLPlain, "plainuser", "plainpass"},
+		{SASLScramSHA256, "scram256", "pass256"},
+		{SASLScramSHA512, "scram512", "pass512"},
 	} {
 		t.Run(tc.mech, func(t *testing.T) {
 			cfg := testConfig(t, target{brokers: brokers})
 			cfg.RequestTimeout = 2 * time.Second
-			cfg.SASL = broker.SASLConfig{Mechanism: tc.mech, Username: tc.user, Password: tc.pass}
+			cfg.SASL = SASLConfig{Mechanism: tc.mech, Username: tc.user, Password: tc.pass}
 			if err := listTopics(t, cfg); err != nil {
 				t.Fatalf("right credentials: %v", err)
 			}
@@ -160,7 +159,7 @@ func TestSASL(t *testing.T) {
 			if err == nil || !strings.Contains(strings.ToUpper(err.Error()), "SASL") {
 				t.Fatalf("wrong password: want a SASL authentication error, got %v", err)
 			}
-			cfg.SASL = broker.SASLConfig{}
+			cfg.SASL = SASLConfig{}
 			if err := listTopics(t, cfg); err == nil {
 				t.Fatal("no SASL: connected to a SASL-only cluster")
 			}
@@ -168,8 +167,8 @@ func TestSASL(t *testing.T) {
 	}
 }
 
-func listTopics(t *testing.T, cfg broker.Config) error {
-	adm, err := broker.NewAdmin(cfg)
+func listTopics(t *testing.T, cfg Config) error {
+	adm, err := NewAdmin(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +194,7 @@ func TestTLS(t *testing.T) {
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}))
 	cfg := testConfig(t, target{brokers: brokers})
 	cfg.RequestTimeout = 2 * time.Second
-	cfg.TLS = broker.TLSConfig{Enabled: true, CAFile: filepath.Join(dir, "ca.pem"),
+	cfg.TLS = TLSConfig{Enabled: true, CAFile: filepath.Join(dir, "ca.pem"),
 		CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")}
 	if err := listTopics(t, cfg); err != nil {
 		t.Fatalf("mutual TLS with the test CA: %v", err)
@@ -211,13 +210,13 @@ func TestTLS(t *testing.T) {
 		t.Fatal("connected although the server certificate is not from a trusted CA")
 	}
 	plain := cfg
-	plain.TLS = broker.TLSConfig{}
+	plain.TLS = TLSConfig{}
 	if err := listTopics(t, plain); err == nil {
 		t.Fatal("connected in plaintext to a TLS listener")
 	}
 	bad := cfg
 	bad.TLS.CAFile = filepath.Join(dir, "client-key.pem") // exists, holds no certificate
-	if _, err := broker.NewAdmin(bad); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
+	if _, err := NewAdmin(bad); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
 		t.Fatalf("CA file without certificates: %v", err)
 	}
 }
@@ -287,20 +286,20 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 
 // TestEnsureTopicsRejectsBadSpecs: specs Kafka would refuse are rejected before any request.
 func TestEnsureTopicsRejectsBadSpecs(t *testing.T) {
-	adm, err := broker.NewAdmin(broker.Config{Brokers: []string{"127.0.0.1:1"}})
+	adm, err := NewAdmin(Config{Brokers: []string{"127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer adm.Close()
 	ctx := ctxFor(t, 5*time.Second)
 	for _, tc := range []struct {
-		specs []broker.TopicSpec
+		specs []TopicSpec
 		want  string
 	}{
-		{[]broker.TopicSpec{{Name: "bad name", Partitions: 1}}, `character ' '`},
-		{[]broker.TopicSpec{{Name: strings.Repeat("x", 250), Partitions: 1}}, "250 characters"},
-		{[]broker.TopicSpec{{Name: "ok", Partitions: 0}}, "partitions 0"},
-		{[]broker.TopicSpec{{Name: "ok", Partitions: 1}, {Name: "ok", Partitions: 1}}, "listed twice"},
+		{[]TopicSpec{{Name: "bad name", Partitions: 1}}, `character ' '`},
+		{[]TopicSpec{{Name: strings.Repeat("x", 250), Partitions: 1}}, "250 characters"},
+		{[]TopicSpec{{Name: "ok", Partitions: 0}}, "partitions 0"},
+		{[]TopicSpec{{Name: "ok", Partitions: 1}, {Name: "ok", Partitions: 1}}, "listed twice"},
 	} {
 		if err := adm.EnsureTopics(ctx, tc.specs); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("EnsureTopics(%v) = %v, want it to mention %q", tc.specs, err, tc.want)

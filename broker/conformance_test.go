@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 // The conformance suite: what kstate relies on from Kafka, checked against kfake always and
 // against a real Apache Kafka broker when KSTATE_KAFKA_BROKERS is set (subtests "kfake" and
@@ -17,20 +17,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/kstatehq/kstate/broker"
 )
 
 func TestConformanceTopics(t *testing.T) {
 	onEachBroker(t, func(t *testing.T, tg target) {
 		cfg := testConfig(t, tg)
 		ctx := ctxFor(t, time.Minute)
-		adm, err := broker.NewAdmin(cfg)
+		adm, err := NewAdmin(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer adm.Close()
-		specs := cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced, "prefs": broker.Value, "presence": broker.CRDT})
+		specs := cfg.AppTopics(map[string]EntityKind{"cart": EventSourced, "prefs": Value, "presence": CRDT})
 		if err := adm.EnsureTopics(ctx, specs); err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +40,7 @@ func TestConformanceTopics(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := map[string]broker.TopicInfo{}
+		got := map[string]TopicInfo{}
 		for _, in := range infos {
 			got[in.Name] = in
 		}
@@ -60,27 +58,27 @@ func TestConformanceTopics(t *testing.T) {
 			if in.CleanupPolicy != s.Configs["cleanup.policy"] {
 				t.Errorf("%s: cleanup.policy %q, want %q", s.Name, in.CleanupPolicy, s.Configs["cleanup.policy"])
 			}
-			if s.Kind == broker.Events && in.RetentionMs != -1 {
+			if s.Kind == Events && in.RetentionMs != -1 {
 				t.Errorf("%s: retention.ms %d, want -1", s.Name, in.RetentionMs)
 			}
 		}
 
 		// Mismatches are reported, never repaired. Partition count:
-		wrongParts := []broker.TopicSpec{{Name: cfg.EventsTopic("other"), Kind: broker.Events, Partitions: 2, ReplicationFactor: -1,
+		wrongParts := []TopicSpec{{Name: cfg.EventsTopic("other"), Kind: Events, Partitions: 2, ReplicationFactor: -1,
 			Configs: map[string]string{"cleanup.policy": "delete"}}}
 		if err := adm.EnsureTopics(ctx, wrongParts); err != nil {
 			t.Fatal(err)
 		}
-		wantParts := cfg.AppTopics(map[string]broker.EntityKind{"other": broker.EventSourced})
+		wantParts := cfg.AppTopics(map[string]EntityKind{"other": EventSourced})
 		err = adm.EnsureTopics(ctx, wantParts)
 		checkMismatch(t, err, cfg.EventsTopic("other"), "partitions", "4", "2")
 		// Cleanup policy: a snapshots topic created with delete.
-		wrongPolicy := []broker.TopicSpec{{Name: cfg.SnapshotsTopic("third"), Kind: broker.Snapshots, Partitions: cfg.Partitions, ReplicationFactor: -1,
+		wrongPolicy := []TopicSpec{{Name: cfg.SnapshotsTopic("third"), Kind: Snapshots, Partitions: cfg.Partitions, ReplicationFactor: -1,
 			Configs: map[string]string{"cleanup.policy": "delete"}}}
 		if err := adm.EnsureTopics(ctx, wrongPolicy); err != nil {
 			t.Fatal(err)
 		}
-		err = adm.EnsureTopics(ctx, cfg.AppTopics(map[string]broker.EntityKind{"third": broker.EventSourced}))
+		err = adm.EnsureTopics(ctx, cfg.AppTopics(map[string]EntityKind{"third": EventSourced}))
 		checkMismatch(t, err, cfg.SnapshotsTopic("third"), "cleanup.policy", "compact", "delete")
 		// Never re-created: the wrong topics are unchanged.
 		infos, err = adm.ListTopics(ctx, cfg.EventsTopic("other"))
@@ -92,8 +90,8 @@ func TestConformanceTopics(t *testing.T) {
 
 func checkMismatch(t *testing.T, err error, topic, field, want, got string) {
 	t.Helper()
-	var tm *broker.TopicMismatchError
-	if !errors.As(err, &tm) || !errors.Is(err, broker.ErrTopicMismatch) {
+	var tm *TopicMismatchError
+	if !errors.As(err, &tm) || !errors.Is(err, ErrTopicMismatch) {
 		t.Fatalf("want a *TopicMismatchError, got %v", err)
 	}
 	if tm.Topic != topic || tm.Field != field || tm.Want != want || tm.Got != got {
@@ -108,18 +106,18 @@ func checkMismatch(t *testing.T, err error, topic, field, want, got string) {
 }
 
 // owner builds an ownership record for partition p.
-func owner(cfg broker.Config, p int32, node string) broker.Record {
-	return broker.Record{Topic: cfg.OwnersTopic(), Partition: 0, Key: []byte(fmt.Sprint(p)), Value: []byte(node)}
+func owner(cfg Config, p int32, node string) Record {
+	return Record{Topic: cfg.OwnersTopic(), Partition: 0, Key: []byte(fmt.Sprint(p)), Value: []byte(node)}
 }
 
-func rec(topic string, p int32, key, value string) broker.Record {
-	return broker.Record{Topic: topic, Partition: p, Key: []byte(key), Value: []byte(value),
-		Headers: []broker.Header{{Key: "seq", Value: []byte(value)}}}
+func rec(topic string, p int32, key, value string) Record {
+	return Record{Topic: topic, Partition: p, Key: []byte(key), Value: []byte(value),
+		Headers: []Header{{Key: "seq", Value: []byte(value)}}}
 }
 
-func acquire(t *testing.T, cfg broker.Config, p int32, node string) *broker.TxnProducer {
+func acquire(t *testing.T, cfg Config, p int32, node string) *TxnProducer {
 	t.Helper()
-	tp, err := broker.NewTxnProducer(cfg, p)
+	tp, err := NewTxnProducer(cfg, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +128,7 @@ func acquire(t *testing.T, cfg broker.Config, p int32, node string) *broker.TxnP
 	return tp
 }
 
-func values(recs []broker.Record) []string {
+func values(recs []Record) []string {
 	var out []string
 	for _, r := range recs {
 		out = append(out, string(r.Value))
@@ -138,10 +136,10 @@ func values(recs []broker.Record) []string {
 	return out
 }
 
-func readToEnd(t *testing.T, cfg broker.Config, parts ...broker.TopicPartitionFrom) ([]broker.Record, map[string]int64) {
+func mustRead(t *testing.T, cfg Config, parts ...TopicPartitionFrom) ([]Record, map[string]int64) {
 	t.Helper()
-	var recs []broker.Record
-	next, err := broker.ReadToEnd(ctxFor(t, 30*time.Second), cfg, parts, func(r broker.Record) error {
+	var recs []Record
+	next, err := ReadToEnd(ctxFor(t, 30*time.Second), cfg, parts, func(r Record) error {
 		recs = append(recs, r)
 		return nil
 	})
@@ -155,7 +153,7 @@ func TestConformanceTransactionsVisibility(t *testing.T) {
 	onEachBroker(t, func(t *testing.T, tg target) {
 		cfg := testConfig(t, tg)
 		ctx := ctxFor(t, time.Minute)
-		ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+		ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 		events := cfg.EventsTopic("cart")
 
 		// Aborted #1: a raw franz-go transactional producer aborts three records.
@@ -178,7 +176,7 @@ func TestConformanceTransactionsVisibility(t *testing.T) {
 		}
 
 		// Aborted #2: Acquire leaves a transaction open; Close aborts it.
-		zombie, err := broker.NewTxnProducer(cfg, 1)
+		zombie, err := NewTxnProducer(cfg, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,9 +190,9 @@ func TestConformanceTransactionsVisibility(t *testing.T) {
 		if _, err := tp.Commit(ctx, nil); err != nil {
 			t.Fatalf("publish ownership: %v", err)
 		}
-		var committed []broker.Record
+		var committed []Record
 		for batch := 0; batch < 2; batch++ {
-			var recs []broker.Record
+			var recs []Record
 			for i := 0; i < 3; i++ {
 				recs = append(recs, rec(events, 1, fmt.Sprintf("cart-%d", i), fmt.Sprintf("committed-%d-%d", batch, i)))
 			}
@@ -211,17 +209,17 @@ func TestConformanceTransactionsVisibility(t *testing.T) {
 		}
 
 		// Aborted #3: a produce into a missing partition aborts the whole transaction.
-		_, err = tp.Commit(ctx, []broker.Record{rec(events, 1, "x", "aborted-partial"), rec(events, 99, "x", "nowhere")})
-		if !errors.Is(err, broker.ErrAborted) {
+		_, err = tp.Commit(ctx, []Record{rec(events, 1, "x", "aborted-partial"), rec(events, 99, "x", "nowhere")})
+		if !errors.Is(err, ErrAborted) {
 			t.Fatalf("commit to a missing partition: want ErrAborted, got %v", err)
 		}
-		last, err := tp.Commit(ctx, []broker.Record{rec(events, 1, "cart-9", "committed-after-abort")})
+		last, err := tp.Commit(ctx, []Record{rec(events, 1, "cart-9", "committed-after-abort")})
 		if err != nil {
 			t.Fatalf("commit after an aborted transaction: %v", err)
 		}
 		committed = append(committed, last...)
 
-		got, next := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 1, From: 0})
+		got, next := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 1, From: 0})
 		if want := values(committed); !slices.Equal(values(got), want) {
 			t.Fatalf("read_committed ReadToEnd: %v, want %v", values(got), want)
 		}
@@ -260,7 +258,7 @@ func TestConformanceTransactionsVisibility(t *testing.T) {
 
 		// ReadToEnd from the middle.
 		mid := committed[3].Offset
-		got, _ = readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 1, From: mid})
+		got, _ = mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 1, From: mid})
 		if want := values(committed[3:]); !slices.Equal(values(got), want) {
 			t.Fatalf("ReadToEnd from %d: %v, want %v", mid, values(got), want)
 		}
@@ -271,11 +269,11 @@ func TestConformanceFencing(t *testing.T) {
 	onEachBroker(t, func(t *testing.T, tg target) {
 		cfg := testConfig(t, tg)
 		ctx := ctxFor(t, time.Minute)
-		ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+		ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 		events := cfg.EventsTopic("cart")
 
 		a := acquire(t, cfg, 2, "node-a")
-		if _, err := a.Commit(ctx, []broker.Record{rec(events, 2, "k", "a-1")}); err != nil {
+		if _, err := a.Commit(ctx, []Record{rec(events, 2, "k", "a-1")}); err != nil {
 			t.Fatal(err)
 		}
 		aID, aEpoch := a.Epoch()
@@ -289,30 +287,30 @@ func TestConformanceFencing(t *testing.T) {
 		if bID != aID || bEpoch <= aEpoch {
 			t.Fatalf("b has producer %d epoch %d, a had %d epoch %d: want the same id, a higher epoch", bID, bEpoch, aID, aEpoch)
 		}
-		_, err := a.Commit(ctx, []broker.Record{rec(events, 2, "k", "a-zombie")})
-		if !errors.Is(err, broker.ErrFenced) {
+		_, err := a.Commit(ctx, []Record{rec(events, 2, "k", "a-zombie")})
+		if !errors.Is(err, ErrFenced) {
 			t.Fatalf("zombie commit: want ErrFenced, got %v", err)
 		}
-		var te *broker.TxnError
+		var te *TxnError
 		if !errors.As(err, &te) || te.Partition != 2 {
 			t.Fatalf("want a *TxnError for partition 2, got %v", err)
 		}
 		// Once fenced, it stays fenced.
-		if _, err := a.Commit(ctx, []broker.Record{rec(events, 2, "k", "a-zombie-2")}); !errors.Is(err, broker.ErrFenced) {
+		if _, err := a.Commit(ctx, []Record{rec(events, 2, "k", "a-zombie-2")}); !errors.Is(err, ErrFenced) {
 			t.Fatalf("second zombie commit: want ErrFenced, got %v", err)
 		}
-		if _, err := b.Commit(ctx, []broker.Record{rec(events, 2, "k", "b-1")}); err != nil {
+		if _, err := b.Commit(ctx, []Record{rec(events, 2, "k", "b-1")}); err != nil {
 			t.Fatal(err)
 		}
-		got, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 2, From: -1})
+		got, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 2, From: -1})
 		if want := []string{"a-1", "b-1"}; !slices.Equal(values(got), want) {
 			t.Fatalf("log %v, want %v: the zombie's writes must never be visible", values(got), want)
 		}
-		owners, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: cfg.OwnersTopic(), Partition: 0, From: -1})
+		owners, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: cfg.OwnersTopic(), Partition: 0, From: -1})
 		if want := []string{"node-a", "node-b"}; !slices.Equal(values(owners), want) {
 			t.Fatalf("owners %v, want %v", values(owners), want)
 		}
-		if v, ok := owners[1].HeaderValue(broker.HeaderProducerEpoch); !ok || string(v) != fmt.Sprint(bEpoch) {
+		if v, ok := owners[1].HeaderValue(HeaderProducerEpoch); !ok || string(v) != fmt.Sprint(bEpoch) {
 			t.Fatalf("owner record epoch header %q, want %d", v, bEpoch)
 		}
 	})
@@ -369,18 +367,18 @@ func TestConformanceReadToEndStopsAtLSO(t *testing.T) {
 	onEachBroker(t, func(t *testing.T, tg target) {
 		cfg := testConfig(t, tg)
 		ctx := ctxFor(t, time.Minute)
-		ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+		ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 		events := cfg.EventsTopic("cart")
 
 		// Empty partitions return at once.
-		got, next := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0, From: 0},
-			broker.TopicPartitionFrom{Topic: cfg.SnapshotsTopic("cart"), Partition: 0, From: -1})
+		got, next := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: 0},
+			TopicPartitionFrom{Topic: cfg.SnapshotsTopic("cart"), Partition: 0, From: -1})
 		if len(got) != 0 || next[events] != 0 || next[cfg.SnapshotsTopic("cart")] != 0 {
 			t.Fatalf("empty partitions: %v %v", got, next)
 		}
 
 		a := acquire(t, cfg, 0, "a")
-		if _, err := a.Commit(ctx, []broker.Record{rec(events, 0, "k", "c1")}); err != nil {
+		if _, err := a.Commit(ctx, []Record{rec(events, 0, "k", "c1")}); err != nil {
 			t.Fatal(err)
 		}
 		// An open transaction (a raw producer, x1) holds the LSO back; y commits after it.
@@ -398,17 +396,17 @@ func TestConformanceReadToEndStopsAtLSO(t *testing.T) {
 			t.Fatal(err)
 		}
 		x1 := xr[0].Record.Offset
-		if _, err := a.Commit(ctx, []broker.Record{rec(events, 0, "k", "y1")}); err != nil {
+		if _, err := a.Commit(ctx, []Record{rec(events, 0, "k", "y1")}); err != nil {
 			t.Fatal(err)
 		}
-		got, next = readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0, From: 0})
+		got, next = mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: 0})
 		if !slices.Equal(values(got), []string{"c1"}) || next[events] != x1 {
 			t.Fatalf("with an open transaction at %d: read %v, next %d; want [c1] and next = LSO = %d", x1, values(got), next[events], x1)
 		}
 		if err := x.EndTransaction(ctx, kgo.TryCommit); err != nil {
 			t.Fatal(err)
 		}
-		got, next2 := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0, From: next[events]})
+		got, next2 := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: next[events]})
 		if !slices.Equal(values(got), []string{"x1", "y1"}) || next2[events] <= got[1].Offset+1 {
 			t.Fatalf("after commit: read %v next %d", values(got), next2[events])
 		}
@@ -416,10 +414,10 @@ func TestConformanceReadToEndStopsAtLSO(t *testing.T) {
 		// The end is captured at the start: a record committed while reading is not delivered.
 		var during []string
 		var commitOnce sync.Once
-		next3, err := broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(r broker.Record) error {
+		next3, err := ReadToEnd(ctx, cfg, []TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(r Record) error {
 			during = append(during, string(r.Value))
 			var cerr error
-			commitOnce.Do(func() { _, cerr = a.Commit(ctx, []broker.Record{rec(events, 0, "k", "late")}) })
+			commitOnce.Do(func() { _, cerr = a.Commit(ctx, []Record{rec(events, 0, "k", "late")}) })
 			return cerr
 		})
 		if err != nil {
@@ -428,24 +426,24 @@ func TestConformanceReadToEndStopsAtLSO(t *testing.T) {
 		if !slices.Equal(during, []string{"c1", "x1", "y1"}) || next3[events] != next2[events] {
 			t.Fatalf("read %v to %d while committing; want [c1 x1 y1] to %d", during, next3[events], next2[events])
 		}
-		got, _ = readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0, From: next3[events]})
+		got, _ = mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: next3[events]})
 		if !slices.Equal(values(got), []string{"late"}) {
 			t.Fatalf("the late record: %v", values(got))
 		}
 
 		// An error from fn stops the read and is returned.
 		stop := errors.New("stop")
-		_, err = broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(broker.Record) error { return stop })
+		_, err = ReadToEnd(ctx, cfg, []TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(Record) error { return stop })
 		if !errors.Is(err, stop) {
 			t.Fatalf("fn error: got %v", err)
 		}
 		// Missing topics and bad offsets are clear errors.
-		_, err = broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: cfg.EventsTopic("nope"), Partition: 0}}, func(broker.Record) error { return nil })
-		if !errors.Is(err, broker.ErrTopicNotFound) || !strings.Contains(err.Error(), cfg.EventsTopic("nope")) {
+		_, err = ReadToEnd(ctx, cfg, []TopicPartitionFrom{{Topic: cfg.EventsTopic("nope"), Partition: 0}}, func(Record) error { return nil })
+		if !errors.Is(err, ErrTopicNotFound) || !strings.Contains(err.Error(), cfg.EventsTopic("nope")) {
 			t.Fatalf("missing topic: got %v", err)
 		}
-		_, err = broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: events, Partition: 0, From: 1 << 40}}, func(broker.Record) error { return nil })
-		if !errors.Is(err, broker.ErrOffsetOutOfRange) {
+		_, err = ReadToEnd(ctx, cfg, []TopicPartitionFrom{{Topic: events, Partition: 0, From: 1 << 40}}, func(Record) error { return nil })
+		if !errors.Is(err, ErrOffsetOutOfRange) {
 			t.Fatalf("offset past the end: got %v", err)
 		}
 	})
@@ -462,7 +460,7 @@ func TestConformanceFollow(t *testing.T) {
 		done := make(chan error, 1)
 		fctx, fcancel := context.WithCancel(ctx)
 		go func() {
-			done <- broker.Follow(fctx, cfg, cfg.OwnersTopic(), func(r broker.Record) { seen <- string(r.Value) })
+			done <- Follow(fctx, cfg, cfg.OwnersTopic(), func(r Record) { seen <- string(r.Value) })
 		}()
 		zombie := acquire(t, cfg, 1, "zombie")
 		zombie.Close() // aborted
@@ -487,7 +485,7 @@ func TestConformanceFollow(t *testing.T) {
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("Follow returned %v, want context.Canceled", err)
 		}
-		if err := broker.Follow(ctx, cfg, cfg.Namespace+".missing", func(broker.Record) {}); !errors.Is(err, broker.ErrTopicNotFound) {
+		if err := Follow(ctx, cfg, cfg.Namespace+".missing", func(Record) {}); !errors.Is(err, ErrTopicNotFound) {
 			t.Fatalf("Follow of a missing topic: %v", err)
 		}
 	})
@@ -504,9 +502,9 @@ func TestConformanceGroup(t *testing.T) {
 			owned  map[int32]bool
 			events []string
 		}
-		cbs := func(m *member) broker.GroupCallbacks {
+		cbs := func(m *member) GroupCallbacks {
 			m.owned = map[int32]bool{}
-			return broker.GroupCallbacks{
+			return GroupCallbacks{
 				Assigned: func(_ context.Context, ps []int32) {
 					m.mu.Lock()
 					defer m.mu.Unlock()
@@ -554,13 +552,13 @@ func TestConformanceGroup(t *testing.T) {
 			}
 		}
 		var a, b member
-		ga, err := broker.JoinGroup(ctx, cfg, "a", cbs(&a))
+		ga, err := JoinGroup(ctx, cfg, "a", cbs(&a))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ga.Close()
 		waitFor("a to own every partition", func() bool { return len(owned(&a)) == int(cfg.Partitions) })
-		gb, err := broker.JoinGroup(ctx, cfg, "b", cbs(&b))
+		gb, err := JoinGroup(ctx, cfg, "b", cbs(&b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -578,7 +576,7 @@ func TestConformanceGroup(t *testing.T) {
 		waitFor("a to own every partition again", func() bool { return len(owned(&a)) == int(cfg.Partitions) })
 		t.Logf("a: %v; b: %v", a.events, b.events)
 
-		if _, err := broker.JoinGroup(ctx, func() broker.Config { c := cfg; c.App = "noapp"; return c }(), "c", broker.GroupCallbacks{}); !errors.Is(err, broker.ErrTopicNotFound) {
+		if _, err := JoinGroup(ctx, func() Config { c := cfg; c.App = "noapp"; return c }(), "c", GroupCallbacks{}); !errors.Is(err, ErrTopicNotFound) {
 			t.Fatalf("joining without a commands topic: %v", err)
 		}
 	})

@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 import (
 	"net"
@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/kstatehq/kstate/broker"
 )
 
 func freePort(t *testing.T) int {
@@ -24,9 +22,9 @@ func freePort(t *testing.T) int {
 func TestEmbeddedRestart(t *testing.T) {
 	dir := t.TempDir()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	start := func() *broker.Embedded {
+	start := func() *Embedded {
 		t.Helper()
-		e, err := broker.StartEmbedded(broker.EmbeddedConfig{DataDir: dir, Addr: addr, Sync: true, Logger: testLogger(t)})
+		e, err := StartEmbedded(EmbeddedConfig{DataDir: dir, Addr: addr, Sync: true, Logger: testLogger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,17 +36,17 @@ func TestEmbeddedRestart(t *testing.T) {
 	e := start()
 	cfg := testConfig(t, target{brokers: e.Addrs()})
 	ctx := ctxFor(t, time.Minute)
-	specs := cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced})
+	specs := cfg.AppTopics(map[string]EntityKind{"cart": EventSourced})
 	ensure(t, cfg, specs)
 	events := cfg.EventsTopic("cart")
-	tp, err := broker.NewTxnProducer(cfg, 1)
+	tp, err := NewTxnProducer(cfg, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := tp.Acquire(ctx, owner(cfg, 1, "dev")); err != nil {
 		t.Fatal(err)
 	}
-	committed, err := tp.Commit(ctx, []broker.Record{rec(events, 1, "a", "e1"), rec(events, 1, "b", "e2")})
+	committed, err := tp.Commit(ctx, []Record{rec(events, 1, "a", "e1"), rec(events, 1, "b", "e2")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +54,7 @@ func TestEmbeddedRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.Close() // aborts
-	_, before := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 1})
+	_, before := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 1})
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +62,7 @@ func TestEmbeddedRestart(t *testing.T) {
 	e = start()
 	defer e.Close()
 	// The topics exist with their settings: EnsureTopics finds no mismatch and creates nothing.
-	adm, err := broker.NewAdmin(cfg)
+	adm, err := NewAdmin(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,16 +77,16 @@ func TestEmbeddedRestart(t *testing.T) {
 	if len(infos) != len(specs) {
 		t.Fatalf("after restart: %d topics, want %d: %+v", len(infos), len(specs), infos)
 	}
-	got, after := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 1})
+	got, after := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 1})
 	if !slices.Equal(values(got), []string{"e1", "e2"}) || got[1].Offset != committed[1].Offset || after[events] != before[events] {
 		t.Fatalf("after restart read %v (end %d), want [e1 e2] at the same offsets (end %d)", values(got), after[events], before[events])
 	}
-	owners, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: cfg.OwnersTopic(), Partition: 0})
+	owners, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: cfg.OwnersTopic(), Partition: 0})
 	if !slices.Equal(values(owners), []string{"dev"}) {
 		t.Fatalf("owners after restart: %v", values(owners))
 	}
 	// The transactional id survives too: a new producer fences from the persisted epoch on.
-	tp2, err := broker.NewTxnProducer(cfg, 1)
+	tp2, err := NewTxnProducer(cfg, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,20 +100,20 @@ func TestEmbeddedRestart(t *testing.T) {
 }
 
 func TestEmbeddedConfigErrors(t *testing.T) {
-	if _, err := broker.StartEmbedded(broker.EmbeddedConfig{Addr: "nonsense"}); err == nil {
+	if _, err := StartEmbedded(EmbeddedConfig{Addr: "nonsense"}); err == nil {
 		t.Fatal("bad address accepted")
 	}
-	if _, err := broker.StartEmbedded(broker.EmbeddedConfig{Addr: "127.0.0.1:0", Sync: true}); err == nil {
+	if _, err := StartEmbedded(EmbeddedConfig{Addr: "127.0.0.1:0", Sync: true}); err == nil {
 		t.Fatal("Sync without DataDir accepted")
 	}
 	// Two brokers on one port: the second fails clearly.
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	e, err := broker.StartEmbedded(broker.EmbeddedConfig{Addr: addr})
+	e, err := StartEmbedded(EmbeddedConfig{Addr: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if _, err := broker.StartEmbedded(broker.EmbeddedConfig{Addr: addr}); err == nil {
+	if _, err := StartEmbedded(EmbeddedConfig{Addr: addr}); err == nil {
 		t.Fatal("second broker on a used port started")
 	}
 }

@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/kstatehq/kstate/broker"
 )
 
 // TestGroupLost: when the coordinator forgets the member (a heartbeat answered
@@ -36,7 +34,7 @@ func TestGroupLost(t *testing.T) {
 			}
 		}
 	}
-	g, err := broker.JoinGroup(ctx, cfg, "solo", broker.GroupCallbacks{Assigned: note("assigned"), Revoked: note("revoked"), Lost: note("lost")})
+	g, err := JoinGroup(ctx, cfg, "solo", GroupCallbacks{Assigned: note("assigned"), Revoked: note("revoked"), Lost: note("lost")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
@@ -53,9 +52,9 @@ func onEachBroker(t *testing.T, check func(t *testing.T, tg target)) {
 
 // testConfig returns a Config for tg with a namespace unique to this test and run (a real broker
 // keeps topics across runs), 4 partitions and a logger writing warnings to the test log.
-func testConfig(t testing.TB, tg target) broker.Config {
+func testConfig(t testing.TB, tg target) Config {
 	t.Helper()
-	cfg := broker.DefaultConfig()
+	cfg := DefaultConfig()
 	cfg.Brokers = tg.brokers
 	cfg.Namespace = kafkatest.Unique(t, "kst")
 	cfg.App = "app"
@@ -99,9 +98,9 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-func ensure(t testing.TB, cfg broker.Config, specs []broker.TopicSpec) {
+func ensure(t testing.TB, cfg Config, specs []TopicSpec) {
 	t.Helper()
-	adm, err := broker.NewAdmin(cfg)
+	adm, err := NewAdmin(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

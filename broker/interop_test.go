@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 // Interop: kstate's partitioning and transactions as other Kafka clients see them, on kfake and
 // on the real broker when KSTATE_KAFKA_BROKERS is set.
@@ -22,8 +22,6 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/kstatehq/kstate/broker"
 )
 
 func saramaConfig() *sarama.Config {
@@ -39,7 +37,7 @@ func TestInteropPartitioning(t *testing.T) {
 		ctx := ctxFor(t, time.Minute)
 		const n = 7
 		topic := cfg.Namespace + ".interop"
-		ensure(t, cfg, []broker.TopicSpec{{Name: topic, Partitions: n, ReplicationFactor: -1, Configs: map[string]string{"cleanup.policy": "delete"}}})
+		ensure(t, cfg, []TopicSpec{{Name: topic, Partitions: n, ReplicationFactor: -1, Configs: map[string]string{"cleanup.policy": "delete"}}})
 
 		var keys []string
 		for i := 0; i < 60; i++ {
@@ -60,7 +58,7 @@ func TestInteropPartitioning(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := broker.Partition([]byte(k), n); p != want {
+			if want := Partition([]byte(k), n); p != want {
 				t.Errorf("sarama put %q on partition %d, Partition says %d", k, p, want)
 			}
 		}
@@ -75,17 +73,17 @@ func TestInteropPartitioning(t *testing.T) {
 			if err := res.FirstErr(); err != nil {
 				t.Fatal(err)
 			}
-			if want := broker.Partition([]byte(k), n); res[0].Record.Partition != want {
+			if want := Partition([]byte(k), n); res[0].Record.Partition != want {
 				t.Errorf("franz-go put %q on partition %d, Partition says %d", k, res[0].Record.Partition, want)
 			}
 		}
 		// Read back through kstate: every record sits where Partition predicts.
 		count := 0
 		for p := int32(0); p < n; p++ {
-			recs, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: topic, Partition: p, From: 0})
+			recs, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: topic, Partition: p, From: 0})
 			for _, r := range recs {
 				count++
-				if want := broker.Partition(r.Key, n); r.Partition != p || want != p {
+				if want := Partition(r.Key, n); r.Partition != p || want != p {
 					t.Errorf("%s record %q read from partition %d, Partition says %d", r.Value, r.Key, p, want)
 				}
 			}
@@ -102,11 +100,11 @@ func TestInteropSaramaReadCommitted(t *testing.T) {
 	onEachBroker(t, func(t *testing.T, tg target) {
 		cfg := testConfig(t, tg)
 		ctx := ctxFor(t, 2*time.Minute)
-		ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+		ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 		events := cfg.EventsTopic("cart")
 
 		// Everything goes to partition 3, so offset order is commit order.
-		zombie, err := broker.NewTxnProducer(cfg, 3)
+		zombie, err := NewTxnProducer(cfg, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,19 +112,19 @@ func TestInteropSaramaReadCommitted(t *testing.T) {
 			t.Fatal(err)
 		}
 		tp := acquire(t, cfg, 3, "node") // fences the zombie, aborting its open transaction
-		if _, err := tp.Commit(ctx, []broker.Record{rec(events, 3, "a", "c1"), rec(events, 3, "b", "c2")}); err != nil {
+		if _, err := tp.Commit(ctx, []Record{rec(events, 3, "a", "c1"), rec(events, 3, "b", "c2")}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tp.Commit(ctx, []broker.Record{rec(events, 3, "a", "aborted-partial"), rec(events, 99, "x", "bad-partition")}); err == nil {
+		if _, err := tp.Commit(ctx, []Record{rec(events, 3, "a", "aborted-partial"), rec(events, 99, "x", "bad-partition")}); err == nil {
 			t.Fatal("expected the commit into a missing partition to fail")
-		} else if !errors.Is(err, broker.ErrAborted) {
+		} else if !errors.Is(err, ErrAborted) {
 			t.Fatalf("want ErrAborted, got %v", err)
 		}
-		if _, err := zombie.Commit(ctx, []broker.Record{rec(events, 3, "z", "aborted-zombie")}); !errors.Is(err, broker.ErrFenced) {
+		if _, err := zombie.Commit(ctx, []Record{rec(events, 3, "z", "aborted-zombie")}); !errors.Is(err, ErrFenced) {
 			t.Fatalf("zombie: want ErrFenced, got %v", err)
 		}
 		zombie.Close()
-		if _, err := tp.Commit(ctx, []broker.Record{rec(events, 3, "c", "c3")}); err != nil {
+		if _, err := tp.Commit(ctx, []Record{rec(events, 3, "c", "c3")}); err != nil {
 			t.Fatal(err)
 		}
 

@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 import (
 	"errors"
@@ -9,8 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/kstatehq/kstate/broker"
 )
 
 // TestReadToEndCompactionGaps (RELIABILITY.md F5): after compaction the log has holes where
@@ -21,7 +19,7 @@ func TestReadToEndCompactionGaps(t *testing.T) {
 	c := newKfake(t)
 	cfg := testConfig(t, target{brokers: c.ListenAddrs()})
 	ctx := ctxFor(t, time.Minute)
-	ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+	ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 	snaps := cfg.SnapshotsTopic("cart")
 	tp := acquire(t, cfg, 0, "node")
 	if _, err := tp.Commit(ctx, nil); err != nil {
@@ -29,7 +27,7 @@ func TestReadToEndCompactionGaps(t *testing.T) {
 	}
 	latest := map[string]string{}
 	for round := 0; round < 5; round++ {
-		var recs []broker.Record
+		var recs []Record
 		for k := 0; k < 4; k++ {
 			key, val := fmt.Sprintf("cart-%d", k), fmt.Sprintf("r%d-k%d", round, k)
 			recs = append(recs, rec(snaps, 0, key, val))
@@ -39,14 +37,14 @@ func TestReadToEndCompactionGaps(t *testing.T) {
 			t.Fatal(err)
 		}
 		// An aborted transaction between the commits.
-		if _, err := tp.Commit(ctx, []broker.Record{rec(snaps, 0, "cart-0", "aborted"), rec(snaps, 99, "x", "x")}); err == nil {
+		if _, err := tp.Commit(ctx, []Record{rec(snaps, 0, "cart-0", "aborted"), rec(snaps, 99, "x", "x")}); err == nil {
 			t.Fatal("commit into a missing partition succeeded")
 		}
 	}
-	_, before := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: snaps, Partition: 0})
+	_, before := mustRead(t, cfg, TopicPartitionFrom{Topic: snaps, Partition: 0})
 	c.Compact()
 
-	got, next := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: snaps, Partition: 0})
+	got, next := mustRead(t, cfg, TopicPartitionFrom{Topic: snaps, Partition: 0})
 	if next[snaps] != before[snaps] {
 		t.Fatalf("end offset %d after compaction, %d before", next[snaps], before[snaps])
 	}
@@ -69,7 +67,7 @@ func TestReadToEndCompactionGaps(t *testing.T) {
 	}
 	// Starting inside a hole works too.
 	if len(offsets) > 1 && offsets[0] > 0 {
-		got2, next2 := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: snaps, Partition: 0, From: offsets[0] - 1})
+		got2, next2 := mustRead(t, cfg, TopicPartitionFrom{Topic: snaps, Partition: 0, From: offsets[0] - 1})
 		if !slices.Equal(values(got2), values(got)) || next2[snaps] != next[snaps] {
 			t.Fatalf("from %d: %v, want %v", offsets[0]-1, values(got2), values(got))
 		}
@@ -83,10 +81,10 @@ func TestReadToEndBelowLogStart(t *testing.T) {
 	onEachBroker(t, func(t *testing.T, tg target) {
 		cfg := testConfig(t, tg)
 		ctx := ctxFor(t, time.Minute)
-		ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+		ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 		events := cfg.EventsTopic("cart")
 		tp := acquire(t, cfg, 0, "node")
-		out, err := tp.Commit(ctx, []broker.Record{rec(events, 0, "k", "e1"), rec(events, 0, "k", "e2"), rec(events, 0, "k", "e3")})
+		out, err := tp.Commit(ctx, []Record{rec(events, 0, "k", "e1"), rec(events, 0, "k", "e2"), rec(events, 0, "k", "e3")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,11 +100,11 @@ func TestReadToEndBelowLogStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(broker.Record) error { return nil })
-		if !errors.Is(err, broker.ErrOffsetOutOfRange) {
+		_, err = ReadToEnd(ctx, cfg, []TopicPartitionFrom{{Topic: events, Partition: 0, From: 0}}, func(Record) error { return nil })
+		if !errors.Is(err, ErrOffsetOutOfRange) {
 			t.Fatalf("read from below the log start of a delete topic: want ErrOffsetOutOfRange, got %v", err)
 		}
-		got, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0, From: -1})
+		got, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: -1})
 		if !slices.Equal(values(got), []string{"e3"}) {
 			t.Fatalf("from the log start: %v, want [e3]", values(got))
 		}

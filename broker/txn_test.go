@@ -1,4 +1,4 @@
-package broker_test
+package broker
 
 // Transaction outcomes that need injected faults, so kfake only (a real broker cannot be told to
 // lose an EndTxn answer).
@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 )
 
@@ -27,27 +26,27 @@ func TestTxnIndefiniteNotApplied(t *testing.T) {
 	c := newKfake(t)
 	cfg := testConfig(t, target{brokers: c.ListenAddrs()})
 	ctx := ctxFor(t, time.Minute)
-	ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+	ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 	events := cfg.EventsTopic("cart")
 	tp := acquire(t, cfg, 0, "node")
-	if _, err := tp.Commit(ctx, []broker.Record{rec(events, 0, "k", "c1")}); err != nil {
+	if _, err := tp.Commit(ctx, []Record{rec(events, 0, "k", "c1")}); err != nil {
 		t.Fatal(err)
 	}
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, TxnID: cfg.TransactionalID(0), TopLevel: true, Err: kerr.UnknownServerError})
-	_, err := tp.Commit(ctx, []broker.Record{rec(events, 0, "k", "unknown")})
-	if !errors.Is(err, broker.ErrIndefinite) || !errors.Is(err, kerr.UnknownServerError) {
+	_, err := tp.Commit(ctx, []Record{rec(events, 0, "k", "unknown")})
+	if !errors.Is(err, ErrIndefinite) || !errors.Is(err, kerr.UnknownServerError) {
 		t.Fatalf("want ErrIndefinite wrapping UNKNOWN_SERVER_ERROR, got %v", err)
 	}
-	if _, err := tp.Commit(ctx, []broker.Record{rec(events, 0, "k", "after")}); !errors.Is(err, broker.ErrIndefinite) {
+	if _, err := tp.Commit(ctx, []Record{rec(events, 0, "k", "after")}); !errors.Is(err, ErrIndefinite) {
 		t.Fatalf("commit after an indefinite outcome must refuse until Acquire, got %v", err)
 	}
 	if err := tp.Acquire(ctx, owner(cfg, 0, "node")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tp.Commit(ctx, []broker.Record{rec(events, 0, "k", "c2")}); err != nil {
+	if _, err := tp.Commit(ctx, []Record{rec(events, 0, "k", "c2")}); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0})
+	got, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0})
 	if !slices.Equal(values(got), []string{"c1", "c2"}) {
 		t.Fatalf("log %v, want [c1 c2]", values(got))
 	}
@@ -60,7 +59,7 @@ func TestTxnIndefiniteApplied(t *testing.T) {
 	c := newKfake(t)
 	cfg := testConfig(t, target{brokers: c.ListenAddrs()})
 	ctx := ctxFor(t, time.Minute)
-	ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+	ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 	events := cfg.EventsTopic("cart")
 	tp := acquire(t, cfg, 0, "node")
 	if _, err := tp.Commit(ctx, nil); err != nil {
@@ -79,14 +78,14 @@ func TestTxnIndefiniteApplied(t *testing.T) {
 		return nil, nil, false // then handle it normally
 	})
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err := tp.Commit(short, []broker.Record{rec(events, 0, "k", "late-commit")})
+	_, err := tp.Commit(short, []Record{rec(events, 0, "k", "late-commit")})
 	cancel()
-	if !errors.Is(err, broker.ErrIndefinite) {
+	if !errors.Is(err, ErrIndefinite) {
 		t.Fatalf("want ErrIndefinite, got %v", err)
 	}
 	close(release)
 	for {
-		got, _ := readToEnd(t, cfg, broker.TopicPartitionFrom{Topic: events, Partition: 0})
+		got, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0})
 		if slices.Equal(values(got), []string{"late-commit"}) {
 			break
 		}
@@ -100,7 +99,7 @@ func TestTxnIndefiniteApplied(t *testing.T) {
 	if err := tp.Acquire(ctx, owner(cfg, 0, "node")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tp.Commit(ctx, []broker.Record{rec(events, 0, "k", "next")}); err != nil {
+	if _, err := tp.Commit(ctx, []Record{rec(events, 0, "k", "next")}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -108,24 +107,24 @@ func TestTxnIndefiniteApplied(t *testing.T) {
 // TestTxnCancelledContext: a Commit whose context is already done has an unknown outcome.
 func TestTxnCancelledContext(t *testing.T) {
 	cfg := testConfig(t, target{brokers: kafkatest.Kfake(t)})
-	ensure(t, cfg, cfg.AppTopics(map[string]broker.EntityKind{"cart": broker.EventSourced}))
+	ensure(t, cfg, cfg.AppTopics(map[string]EntityKind{"cart": EventSourced}))
 	tp := acquire(t, cfg, 0, "node")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := tp.Commit(ctx, []broker.Record{rec(cfg.EventsTopic("cart"), 0, "k", "v")})
-	if !errors.Is(err, broker.ErrIndefinite) || !errors.Is(err, context.Canceled) {
+	_, err := tp.Commit(ctx, []Record{rec(cfg.EventsTopic("cart"), 0, "k", "v")})
+	if !errors.Is(err, ErrIndefinite) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("want ErrIndefinite wrapping context.Canceled, got %v", err)
 	}
 }
 
 // TestTxnNotAcquired: Commit before Acquire is refused.
 func TestTxnNotAcquired(t *testing.T) {
-	tp, err := broker.NewTxnProducer(broker.Config{Brokers: []string{"127.0.0.1:1"}}, 0)
+	tp, err := NewTxnProducer(Config{Brokers: []string{"127.0.0.1:1"}}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tp.Close()
-	if _, err := tp.Commit(context.Background(), nil); !errors.Is(err, broker.ErrNotAcquired) {
+	if _, err := tp.Commit(context.Background(), nil); !errors.Is(err, ErrNotAcquired) {
 		t.Fatalf("got %v", err)
 	}
 	if id, epoch := tp.Epoch(); id != -1 || epoch != -1 {
@@ -145,16 +144,16 @@ func TestTxnUnauthorized(t *testing.T) {
 			allow(kmsg.ACLResourceTypeTopic, "kst", kmsg.ACLResourcePatternTypePrefixed, kmsg.ACLOperationAll),
 			allow(kmsg.ACLResourceTypeCluster, "kafka-cluster", kmsg.ACLResourcePatternTypeLiteral, kmsg.ACLOperationIdempotentWrite)))
 	cfg := testConfig(t, target{brokers: brokers})
-	cfg.SASL = broker.SASLConfig{Mechanism: broker.SASLPlain, Username: "admin", Password: "admin"}
+	cfg.SASL = SASLConfig{Mechanism: SASLPlain, Username: "admin", Password: "admin"}
 	ensure(t, cfg, cfg.AppTopics(nil))
-	cfg.SASL = broker.SASLConfig{Mechanism: broker.SASLPlain, Username: "app", Password: "app"}
-	tp, err := broker.NewTxnProducer(cfg, 0)
+	cfg.SASL = SASLConfig{Mechanism: SASLPlain, Username: "app", Password: "app"}
+	tp, err := NewTxnProducer(cfg, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tp.Close()
 	err = tp.Acquire(ctxFor(t, 30*time.Second), owner(cfg, 0, "node"))
-	if !errors.Is(err, broker.ErrFenced) || !strings.Contains(err.Error(), "TRANSACTIONAL_ID_AUTHORIZATION_FAILED") {
+	if !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "TRANSACTIONAL_ID_AUTHORIZATION_FAILED") {
 		t.Fatalf("want ErrFenced naming TRANSACTIONAL_ID_AUTHORIZATION_FAILED, got %v", err)
 	}
 }
