@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/kstatehq/kstate/examples/shoppingcart"
+	"github.com/kstatehq/kstate/processor"
+	"github.com/kstatehq/kstate/sdk"
+)
+
+// examples are the in-process user functions `--example` can run.
+var examples = map[string]func() []sdk.Entity{
+	"shoppingcart": func() []sdk.Entity { return []sdk.Entity{shoppingcart.NewEntity()} },
+}
+
+func exampleNames() string {
+	var names []string
+	for n := range examples {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
+// nodeOpts are the flags shared by `kstate dev` and `kstate serve`.
+type nodeOpts struct {
+	nodeID         string
+	listen         string
+	advertise      string
+	dataDir        string
+	userFunction   string
+	example        string
+	namespace      string
+	app            string
+	partitions     int32
+	sessionTimeout time.Duration
+	commitLinger   time.Duration
+	passivation    time.Duration
+}
+
+func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
+	f := cmd.Flags()
+	f.StringVar(&o.nodeID, "node-id", "", "node id in ownership records and logs (default: hostname-pid)")
+	f.StringVar(&o.listen, "listen", ":9000", "gRPC address: user services, reflection, health, node-to-node")
+	f.StringVar(&o.advertise, "advertise", "", "address other nodes forward to (default: the listen address)")
+	f.StringVar(&o.dataDir, "data-dir", "./.kstate", "folder for the node's Pebble store")
+	f.StringVar(&o.userFunction, "user-function", "", "address of a Cloudstate user function (host:port)")
+	f.StringVar(&o.example, "example", "", "run an example user function in-process: "+exampleNames())
+	f.StringVar(&o.namespace, "namespace", "kstate", "prefix of every topic and of the group id")
+	f.StringVar(&o.app, "app", defaultApp, "app name: group <namespace>.<app>")
+	f.Int32Var(&o.partitions, "partitions", 16, "partitions of every entity topic (fixed for the app's lifetime)")
+	f.DurationVar(&o.sessionTimeout, "session-timeout", 6*time.Second, "consumer-group session timeout: bounds failover time")
+	f.DurationVar(&o.commitLinger, "commit-linger", 0, "wait this long for more commands before a transaction (0: natural batching)")
+}
+
+// config maps the flags onto processor.Config and the in-process entities.
+func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (processor.Config, []processor.Option, error) {
+	cfg := processor.DefaultConfig()
+	if o.nodeID != "" {
+		cfg.NodeID = o.nodeID
+	}
+	cfg.ListenAddr = o.listen
+	cfg.AdvertiseAddr = o.advertise
+	cfg.DataDir = dataDir
+	cfg.UserFunction = o.userFunction
+	cfg.CommitLinger = o.commitLinger
+	cfg.Broker.Brokers = brokers
+	cfg.Broker.Namespace = o.namespace
+	cfg.Broker.App = o.app
+	cfg.Broker.Partitions = o.partitions
+	cfg.Broker.SessionTimeout = o.sessionTimeout
+	cfg.Broker.Logger = log.Named("kafka")
+	cfg.Logger = log
+	var opts []processor.Option
+	switch {
+	case o.example != "" && o.userFunction != "":
+		return cfg, nil, fmt.Errorf("--example and --user-function both given: choose one")
+	case o.example != "":
+		mk, ok := examples[o.example]
+		if !ok {
+			return cfg, nil, fmt.Errorf("unknown example %q: choose one of %s", o.example, exampleNames())
+		}
+		opts = append(opts, processor.WithEntities(mk()...))
+	case o.userFunction == "":
+		return cfg, nil, fmt.Errorf("no user function: pass --example (%s) or --user-function host:port", exampleNames())
+	}
+	return cfg, opts, nil
+}
+
+// runNode starts a node and blocks until ctx ends, then hands its partitions over.
+func runNode(ctx context.Context, cfg processor.Config, opts []processor.Option, ready func(*processor.Node)) error {
+	n, err := processor.New(cfg, opts...)
+	if err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = n.Start(startCtx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(n)
+	}
+	<-ctx.Done()
+	return n.Close()
+}
+
+func newServeCmd(lo *logOpts) *cobra.Command {
+	o := &nodeOpts{}
+	var brokers []string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a kstate node against a Kafka cluster",
+		Long: `Run one kstate node against a real Kafka cluster. Start several with the same --app to share
+the work: the consumer group assigns partitions, and a killed node's partitions move to the others.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := lo.logger()
+			if err != nil {
+				return err
+			}
+			cfg, opts, err := o.config(brokers, o.dataDir, log)
+			if err != nil {
+				return err
+			}
+			return runNode(cmd.Context(), cfg, opts, func(n *processor.Node) {
+				log.Info("serving", "addr", n.Addr(), "brokers", brokers, "app", o.app)
+			})
+		},
+	}
+	o.register(cmd, "app")
+	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
+	return cmd
+}
