@@ -80,9 +80,7 @@ func (ctx *CommandContext[S]) SideEffect(service, method string, msg proto.Messa
 // *CommandError. The command fails even if the handler goes on to return a reply, so both
 // `return nil, ctx.Fail(...)` and calling Fail then returning are correct.
 func (ctx *CommandContext[S]) Fail(format string, args ...any) error {
-	err := &CommandError{Description: fmt.Sprintf(format, args...)}
-	ctx.c.setErr(err)
-	return err
+	return ctx.c.fail(format, args...)
 }
 
 // Metadata is a read-only view of Cloudstate metadata: an ordered list of entries, each a key and
@@ -142,8 +140,17 @@ func (m Metadata) Keys() []string {
 // Len returns the number of entries.
 func (m Metadata) Len() int { return len(m.entries) }
 
+// effectsCore holds what every kind of handler may ask for besides its reply: a forward, side
+// effects, and the first error that makes the command fail. The entity and action cores embed it.
+type effectsCore struct {
+	forward *cloudstatepb.Forward
+	effects []*cloudstatepb.SideEffect
+	err     error // the first error that makes the command fail
+}
+
 // commandCore is the type-erased state of one command being handled.
 type commandCore struct {
+	effectsCore
 	ctx      context.Context
 	model    *esModel
 	entityID string
@@ -152,9 +159,6 @@ type commandCore struct {
 	base     proto.Message // the committed state; never modified during a command
 	work     proto.Message // the working copy, created by the first Emit
 	events   []*anypb.Any
-	forward  *cloudstatepb.Forward
-	effects  []*cloudstatepb.SideEffect
-	err      error // the first error that makes the command fail
 }
 
 func (c *commandCore) current() proto.Message {
@@ -164,7 +168,7 @@ func (c *commandCore) current() proto.Message {
 	return c.base
 }
 
-func (c *commandCore) setErr(err error) {
+func (c *effectsCore) setErr(err error) {
 	if c.err == nil {
 		c.err = err
 	}
@@ -205,7 +209,14 @@ func (c *commandCore) emit(event proto.Message) error {
 	return nil
 }
 
-func (c *commandCore) forwardTo(service, method string, msg proto.Message) error {
+// fail records a *CommandError with a formatted description and returns it.
+func (c *effectsCore) fail(format string, args ...any) error {
+	err := &CommandError{Description: fmt.Sprintf(format, args...)}
+	c.setErr(err)
+	return err
+}
+
+func (c *effectsCore) forwardTo(service, method string, msg proto.Message) error {
 	if c.forward != nil {
 		err := fmt.Errorf("forward to %s/%s: %w", service, method, ErrAlreadyForwarded)
 		c.setErr(err)
@@ -221,7 +232,7 @@ func (c *commandCore) forwardTo(service, method string, msg proto.Message) error
 	return nil
 }
 
-func (c *commandCore) sideEffect(service, method string, msg proto.Message, synchronous bool) error {
+func (c *effectsCore) sideEffect(service, method string, msg proto.Message, synchronous bool) error {
 	payload, err := target(service, method, msg)
 	if err != nil {
 		err = fmt.Errorf("side effect: %w", err)

@@ -334,19 +334,7 @@ type esModel struct {
 
 // spec implements entityModel.
 func (m *esModel) spec() *cloudstatepb.Entity {
-	ent := &cloudstatepb.Entity{
-		EntityType:    EntityTypeEventSourced,
-		ServiceName:   string(m.desc.FullName()),
-		PersistenceId: m.persistenceID,
-	}
-	if m.passivation > 0 {
-		ent.PassivationStrategy = &cloudstatepb.EntityPassivationStrategy{
-			Strategy: &cloudstatepb.EntityPassivationStrategy_Timeout{
-				Timeout: &cloudstatepb.TimeoutPassivationStrategy{Timeout: m.passivation.Milliseconds()},
-			},
-		}
-	}
-	return ent
+	return entitySpec(EntityTypeEventSourced, m.desc, m.persistenceID, m.passivation)
 }
 
 // files implements entityModel.

@@ -14,11 +14,11 @@ var (
 	ErrMethodNotFound = errors.New("method not found")
 	// ErrTypeMismatch: a handler's message type differs from the one the .proto declares.
 	ErrTypeMismatch = errors.New("message type mismatch")
-	// ErrMissingHandler: a method of the service has no command handler.
+	// ErrMissingHandler: a method of the service has no command (or action) handler.
 	ErrMissingHandler = errors.New("missing command handler")
 	// ErrDuplicate: a command, event or snapshot handler, or a service, is registered twice.
 	ErrDuplicate = errors.New("registered twice")
-	// ErrStreamingMethod: event-sourced entities serve unary methods only.
+	// ErrStreamingMethod: event-sourced and value entities serve unary methods only.
 	ErrStreamingMethod = errors.New("streaming methods are not supported by this entity kind")
 	// ErrInvalidType: a type parameter is not a concrete generated message type, or a handler is nil.
 	ErrInvalidType = errors.New("invalid handler")
@@ -38,6 +38,12 @@ var (
 	ErrProtocol = errors.New("cloudstate protocol violation")
 	// ErrPanic: user code panicked. Wrapped with the panic value.
 	ErrPanic = errors.New("panic in user code")
+	// ErrStreamingMismatch: an action handler was registered with a function for another gRPC
+	// shape than the method's (for example ActionUnary for a streamed-out method).
+	ErrStreamingMismatch = errors.New("handler shape does not match the method")
+	// ErrStreamClosed: a streamed-out or duplex action handler sent an element after it
+	// returned.
+	ErrStreamClosed = errors.New("action response stream is closed")
 )
 
 // DefinitionError reports a problem with an entity definition, found by Server.Register (or by

@@ -24,8 +24,10 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
+	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 )
 
 // Protocol version this SDK speaks: Cloudstate protocol 0.2.
@@ -55,8 +57,8 @@ const (
 const DefaultShutdownTimeout = 10 * time.Second
 
 // Server serves entities to a Cloudstate-protocol proxy: it implements the user-function side of
-// cloudstate.EntityDiscovery and of the entity protocols of the registered entity kinds
-// (cloudstate.eventsourced.EventSourced). Run it standalone with Serve or ListenAndServe, or put
+// cloudstate.EntityDiscovery and of the entity protocols (cloudstate.eventsourced.EventSourced,
+// cloudstate.valueentity.ValueEntity, cloudstate.action.ActionProtocol). Run it standalone with Serve or ListenAndServe, or put
 // its services on a grpc.Server of your own (RegisterGRPC), e.g. in process over bufconn.
 //
 // A Server is safe for concurrent use. Entities may be registered while it serves; the proxy
@@ -207,8 +209,9 @@ func (s *Server) models() []entityModel {
 }
 
 // RegisterGRPC registers the Cloudstate services the server implements on g:
-// cloudstate.EntityDiscovery and cloudstate.eventsourced.EventSourced. Streams served this way end
-// when the proxy closes them or g stops.
+// cloudstate.EntityDiscovery, cloudstate.eventsourced.EventSourced,
+// cloudstate.valueentity.ValueEntity and cloudstate.action.ActionProtocol. Streams served this way
+// end when the proxy closes them or g stops.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 	s.registerGRPC(g, nil)
 }
@@ -216,6 +219,8 @@ func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 func (s *Server) registerGRPC(g grpc.ServiceRegistrar, quit <-chan struct{}) {
 	cloudstatepb.RegisterEntityDiscoveryServer(g, &discoveryService{s: s})
 	eventsourcedpb.RegisterEventSourcedServer(g, &eventSourcedService{s: s, quit: quit})
+	valueentitypb.RegisterValueEntityServer(g, &valueEntityService{s: s, quit: quit})
+	actionpb.RegisterActionProtocolServer(g, &actionService{s: s, quit: quit})
 }
 
 // Serve serves the Cloudstate services on lis until ctx is done, then shuts down: entity streams
@@ -384,26 +389,55 @@ type eventSourcedService struct {
 	quit <-chan struct{} // closed when Serve shuts down; nil under RegisterGRPC
 }
 
-type streamIn struct {
-	msg *eventsourcedpb.EventSourcedStreamIn
-	err error
+// valueEntityService implements cloudstate.valueentity.ValueEntity.
+type valueEntityService struct {
+	valueentitypb.UnimplementedValueEntityServer
+	s    *Server
+	quit <-chan struct{} // closed when Serve shuts down; nil under RegisterGRPC
+}
+
+// Handle serves one value entity's stream: init with the stored value, then commands, one at a
+// time.
+func (v *valueEntityService) Handle(stream valueentitypb.ValueEntity_HandleServer) error {
+	sess := v.s.NewValueSession(stream.Context())
+	return serveEntityStream(stream, v.quit, sess.Step)
 }
 
 // Handle serves one entity's stream: init, replayed events, then commands, one at a time.
 func (e *eventSourcedService) Handle(stream eventsourcedpb.EventSourced_HandleServer) error {
-	ctx := stream.Context()
-	sess := e.s.NewEventSourcedSession(ctx)
+	sess := e.s.NewEventSourcedSession(stream.Context())
+	return serveEntityStream(stream, e.quit, sess.Step)
+}
+
+// recvResult is one result of a stream's Recv.
+type recvResult[T any] struct {
+	msg *T
+	err error
+}
+
+// entityStream is the server side of an entity protocol's bidirectional stream.
+type entityStream[In, Out any] interface {
+	Context() context.Context
+	Recv() (*In, error)
+	Send(*Out) error
+}
+
+// serveEntityStream runs an entity stream through a session's step function, one message at a
+// time, until the proxy closes the stream (nil), the stream breaks (its error), step reports a
+// stream failure (after sending its failure message; FAILED_PRECONDITION for protocol errors,
+// INTERNAL otherwise) or quit is closed (UNAVAILABLE, between two messages).
+func serveEntityStream[In, Out any](stream entityStream[In, Out], quit <-chan struct{}, step func(*In) (*Out, error)) error {
 	// Receiving runs in its own goroutine so that the loop below can stop between commands when
 	// the server shuts down. The goroutine belongs to this call: it ends when Recv fails, which
-	// happens at the latest when this method returns and gRPC ends the stream.
-	msgs := make(chan streamIn)
+	// happens at the latest when this function returns and gRPC ends the stream.
+	msgs := make(chan recvResult[In])
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
 		for {
 			in, err := stream.Recv()
 			select {
-			case msgs <- streamIn{in, err}:
+			case msgs <- recvResult[In]{in, err}:
 			case <-done:
 				return
 			}
@@ -413,9 +447,9 @@ func (e *eventSourcedService) Handle(stream eventsourcedpb.EventSourced_HandleSe
 		}
 	}()
 	for {
-		var r streamIn
+		var r recvResult[In]
 		select {
-		case <-e.quit:
+		case <-quit:
 			return status.Error(codes.Unavailable, "user function is shutting down")
 		case r = <-msgs:
 		}
@@ -425,7 +459,7 @@ func (e *eventSourcedService) Handle(stream eventsourcedpb.EventSourced_HandleSe
 		if r.err != nil {
 			return r.err
 		}
-		out, err := sess.Step(r.msg)
+		out, err := step(r.msg)
 		if out != nil {
 			if serr := stream.Send(out); serr != nil {
 				return serr
