@@ -16,31 +16,51 @@ import (
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
 
-// entity drives one active event-sourced entity: one EventSourced.handle stream to the user
-// function, commands one at a time (PROTOCOL.md "Per entity"). Its goroutine (run) is owned by the
-// partition, which sends it requests on in and closes in to passivate or stop it.
+// entity is one active entity of a partition: a goroutine (run), owned by the partition, that
+// takes the entity's commands one at a time from in and hands each to the driver of its kind,
+// which speaks the Cloudstate protocol on one stream (PROTOCOL.md "Per entity"). The partition
+// closes in to passivate or stop it.
 type entity struct {
-	o       *owner
-	key     entityKey
-	svc     *Service
-	log     hclog.Logger
-	in      chan *request
-	taken   uint64
-	counter uint64 // command ids handed to the user function on the current stream
+	o     *owner
+	key   entityKey
+	svc   *Service
+	log   hclog.Logger
+	in    chan *request
+	taken uint64
+	drv   driver
+}
 
-	stream  eventsourcedpb.EventSourced_HandleClient
-	cancel  context.CancelFunc
-	lastSeq int64
+// driver is the protocol of one entity kind. handle must answer r exactly once; a non-nil error
+// means the stream is unusable and the entity is discarded (it reactivates from durable state).
+type driver interface {
+	handle(r *request) error
+	close()
 }
 
 func (o *owner) newEntity(k entityKey, svc *Service) *entity {
-	return &entity{
+	e := &entity{
 		o:   o,
 		key: k,
 		svc: svc,
 		log: o.log.With("service", k.service, "entity", k.entityID),
 		in:  make(chan *request, o.n.cfg.EntityQueue),
 	}
+	switch svc.Kind {
+	case Value:
+		e.drv = &valueDriver{e: e}
+	default:
+		e.drv = &esDriver{e: e}
+	}
+	return e
+}
+
+// esDriver drives an event-sourced entity over EventSourced.handle.
+type esDriver struct {
+	e       *entity
+	stream  eventsourcedpb.EventSourced_HandleClient
+	cancel  context.CancelFunc
+	counter uint64 // command ids handed to the user function on the current stream
+	lastSeq int64
 }
 
 // errCrashed marks a stream that failed: the entity is discarded and reactivated on its next
@@ -48,7 +68,7 @@ func (o *owner) newEntity(k entityKey, svc *Service) *entity {
 var errCrashed = errors.New("entity crashed")
 
 func (e *entity) run() {
-	defer e.close()
+	defer e.drv.close()
 	timeout := e.svc.Passivation
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -59,9 +79,9 @@ func (e *entity) run() {
 				return // passivated or partition stopped
 			}
 			e.taken++
-			if err := e.handle(r); err != nil {
+			if err := e.drv.handle(r); err != nil {
 				e.log.Warn("entity stream failed; it will be reactivated from durable state", "error", err)
-				e.close()
+				e.drv.close()
 				select {
 				case e.o.exited <- e:
 				case <-e.o.ctx.Done():
@@ -84,29 +104,29 @@ func (e *entity) run() {
 	}
 }
 
-func (e *entity) close() {
-	if e.stream != nil {
-		_ = e.stream.CloseSend()
-		e.cancel()
-		e.stream = nil
+func (d *esDriver) close() {
+	if d.stream != nil {
+		_ = d.stream.CloseSend()
+		d.cancel()
+		d.stream = nil
 	}
 }
 
 // activate opens the stream and sends init (with the snapshot) and the events after it, all read
 // from Pebble (never from Kafka).
-func (e *entity) activate() error {
-	img, err := e.o.n.store.LoadEventSourced(e.o.p, e.svc.PersistenceID, e.key.entityID)
+func (d *esDriver) activate() error {
+	img, err := d.e.o.n.store.LoadEventSourced(d.e.o.p, d.e.svc.PersistenceID, d.e.key.entityID)
 	if err != nil {
 		return fmt.Errorf("load from store: %w", err)
 	}
-	ctx, cancel := context.WithCancel(e.o.ctx)
-	stream, err := eventsourcedpb.NewEventSourcedClient(e.o.n.uf).Handle(ctx)
+	ctx, cancel := context.WithCancel(d.e.o.ctx)
+	stream, err := eventsourcedpb.NewEventSourcedClient(d.e.o.n.uf).Handle(ctx)
 	if err != nil {
 		cancel()
 		return fmt.Errorf("open stream: %w", err)
 	}
-	e.stream, e.cancel, e.counter = stream, cancel, 0
-	init := &eventsourcedpb.EventSourcedInit{ServiceName: e.svc.Name, EntityId: e.key.entityID}
+	d.stream, d.cancel, d.counter = stream, cancel, 0
+	init := &eventsourcedpb.EventSourcedInit{ServiceName: d.e.svc.Name, EntityId: d.e.key.entityID}
 	if img.Snapshot != nil {
 		init.Snapshot = &eventsourcedpb.EventSourcedSnapshot{
 			SnapshotSequence: img.Snapshot.Sequence,
@@ -124,33 +144,33 @@ func (e *entity) activate() error {
 			return fmt.Errorf("send event %d: %w", ev.Sequence, err)
 		}
 	}
-	e.lastSeq = img.LastSequence
+	d.lastSeq = img.LastSequence
 	return nil
 }
 
 // handle runs one command. A non-nil error means the stream is unusable and the entity must be
 // discarded; the request has been answered either way.
-func (e *entity) handle(r *request) error {
-	if e.stream == nil {
-		if err := e.activate(); err != nil {
-			r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, e.key.service, e.key.entityID, err)})
+func (d *esDriver) handle(r *request) error {
+	if d.stream == nil {
+		if err := d.activate(); err != nil {
+			r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, d.e.key.service, d.e.key.entityID, err)})
 			return err
 		}
 	}
-	e.counter++
-	id := int64(e.counter)
+	d.counter++
+	id := int64(d.counter)
 	cmd := &cloudstatepb.Command{
-		EntityId: e.key.entityID,
+		EntityId: d.e.key.entityID,
 		Id:       id,
 		Name:     r.method.Name,
 		Payload:  &anypb.Any{TypeUrl: TypeURL(r.method.Input), Value: r.payload},
 		Metadata: r.md,
 	}
-	if err := e.stream.Send(&eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{Command: cmd}}); err != nil {
+	if err := d.stream.Send(&eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{Command: cmd}}); err != nil {
 		r.finish(result{err: fmt.Errorf("%w: user function: %v", ErrUnavailable, err)})
 		return err
 	}
-	out, err := e.recv()
+	out, err := d.recv()
 	if err != nil {
 		r.finish(result{err: fmt.Errorf("%w: user function: %v", ErrUnavailable, err)})
 		return err
@@ -161,7 +181,7 @@ func (e *entity) handle(r *request) error {
 		r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
 		return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
 	case *eventsourcedpb.EventSourcedStreamOut_Reply:
-		return e.reply(r, id, m.Reply)
+		return d.reply(r, id, m.Reply)
 	default:
 		r.finish(result{err: fmt.Errorf("%w: user function sent an empty message", ErrUnavailable)})
 		return fmt.Errorf("%w: empty EventSourcedStreamOut", errCrashed)
@@ -170,13 +190,13 @@ func (e *entity) handle(r *request) error {
 
 // recv reads the user function's answer, crashing the stream if it takes longer than the
 // command timeout.
-func (e *entity) recv() (*eventsourcedpb.EventSourcedStreamOut, error) {
-	t := time.AfterFunc(e.o.n.commandTimeout, e.cancel)
+func (d *esDriver) recv() (*eventsourcedpb.EventSourcedStreamOut, error) {
+	t := time.AfterFunc(d.e.o.n.commandTimeout, d.cancel)
 	defer t.Stop()
-	return e.stream.Recv()
+	return d.stream.Recv()
 }
 
-func (e *entity) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedReply) error {
+func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedReply) error {
 	if rep.GetCommandId() != id {
 		err := fmt.Errorf("%w: reply for command %d while %d is in flight", errCrashed, rep.GetCommandId(), id)
 		r.finish(result{err: fmt.Errorf("%w: user function protocol error", ErrUnavailable)})
@@ -187,7 +207,7 @@ func (e *entity) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedRep
 		r.finish(result{err: &CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
 			// Close and reopen: the next command sees init and the persisted events only.
-			e.close()
+			d.close()
 		}
 		return nil
 	}
@@ -195,42 +215,42 @@ func (e *entity) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedRep
 		r.finish(result{err: fmt.Errorf("%w: user function sent a snapshot without events", ErrUnavailable)})
 		return fmt.Errorf("%w: snapshot without events", errCrashed)
 	}
-	recs, seq := e.records(r, rep)
-	if err := e.o.persist(r.ctx, recs); err != nil {
+	recs, seq := d.records(r, rep)
+	if err := d.e.o.persist(r.ctx, recs); err != nil {
 		// Not durable (or unknown): the user function's state has moved ahead of the log, so the
 		// stream is restarted from durable state.
 		r.finish(result{err: persistErr(err)})
 		return fmt.Errorf("persist: %w", err)
 	}
-	e.lastSeq = seq
-	e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects())
+	d.lastSeq = seq
+	d.e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects())
 	return nil
 }
 
 // records builds the journal (and snapshot) records of a reply: key = entity id, value = the
 // event's bytes, headers sequence/type/command id.
-func (e *entity) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([]broker.Record, int64) {
-	seq := e.lastSeq
+func (d *esDriver) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([]broker.Record, int64) {
+	seq := d.lastSeq
 	events := rep.GetEvents()
 	if len(events) == 0 {
 		return nil, seq
 	}
-	cfg := &e.o.n.cfg.Broker
-	pid := e.svc.PersistenceID
-	cmdID := e.o.n.commandID(e.o.p)
+	cfg := &d.e.o.n.cfg.Broker
+	pid := d.e.svc.PersistenceID
+	cmdID := d.e.o.n.commandID(d.e.o.p)
 	recs := make([]broker.Record, 0, len(events)+1)
 	for _, ev := range events {
 		seq++
 		recs = append(recs, broker.Record{
 			Topic:     cfg.EventsTopic(pid),
-			Partition: e.o.p,
-			Key:       []byte(e.key.entityID),
+			Partition: d.e.o.p,
+			Key:       []byte(d.e.key.entityID),
 			Value:     ev.GetValue(),
 			Headers: []broker.Header{
 				{Key: kstatev1.HeaderSequence, Value: []byte(strconv.FormatInt(seq, 10))},
 				{Key: kstatev1.HeaderType, Value: []byte(ev.GetTypeUrl())},
 				{Key: kstatev1.HeaderCommandID, Value: []byte(cmdID)},
-				{Key: kstatev1.HeaderEntityType, Value: []byte(e.svc.Name)},
+				{Key: kstatev1.HeaderEntityType, Value: []byte(d.e.svc.Name)},
 			},
 		})
 	}
@@ -239,8 +259,8 @@ func (e *entity) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([]b
 		if err == nil {
 			recs = append(recs, broker.Record{
 				Topic:     cfg.SnapshotsTopic(pid),
-				Partition: e.o.p,
-				Key:       []byte(e.key.entityID),
+				Partition: d.e.o.p,
+				Key:       []byte(d.e.key.entityID),
 				Value:     v,
 				Headers:   []broker.Header{{Key: kstatev1.HeaderSequence, Value: []byte(strconv.FormatInt(seq, 10))}},
 			})
