@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# scripts/test.sh — kstate's whole test suite, as CI runs it (`make test`, .ci/run).
+#
+#   1. checks the Go toolchain;
+#   2. starts a real single-node Apache Kafka with scripts/kafka.sh (fetched from Maven Central on
+#      the first run) and exports KSTATE_KAFKA_BROKERS, so broker/kafkatest.Cluster tests run
+#      against it; a broker this script started is stopped again on exit, whatever happens;
+#   3. go vet ./...;
+#   4. scripts/checkgenerate.sh (buf lint, generated code up to date), when present;
+#   5. go test -race -shuffle=on -count=1 -timeout 30m ./...
+#
+# The exit code is the first failing step's. go test's own summary lines are the last output.
+#
+# Environment:
+#   KSTATE_KAFKA_BROKERS  already set: test against that cluster; scripts/kafka.sh is not used
+#   KSTATE_KAFKA_PORT     port for scripts/kafka.sh (default 19092); see scripts/kafka.sh for more
+#   KSTATE_TEST_FLAGS     extra go test flags, e.g. "-run TestFoo -v" (word-split)
+#   KSTATE_TEST_PKGS      packages to test (default ./...)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO="$(pwd)"
+
+t0=$SECONDS
+section() {
+	printf '\n==== %s (at %ds) ====\n' "$*" "$((SECONDS - t0))"
+}
+fail() {
+	printf 'test.sh: %s\n' "$*" >&2
+	exit 1
+}
+
+section "Go toolchain"
+command -v go >/dev/null 2>&1 || fail "go not found on PATH: kstate needs Go 1.26 or newer"
+go version
+gov="$(go env GOVERSION)"
+gov="${gov#go}"
+major="${gov%%.*}"
+minor="$(echo "$gov" | cut -d. -f2)"
+minor="${minor%%[!0-9]*}"
+if ! [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || ((major < 1 || (major == 1 && minor < 26))); then
+	fail "Go $gov found, kstate needs Go 1.26 or newer"
+fi
+
+section "Kafka"
+kafka_started=0
+stop_kafka() {
+	local rc=$?
+	if ((kafka_started)); then
+		# Quietly: go test's summary must stay the last lines. The output goes to a file.
+		if ! bash scripts/kafka.sh stop >"$REPO/.cache/kafka-stop.log" 2>&1; then
+			echo "test.sh: stopping Kafka failed; see .cache/kafka-stop.log" >&2
+			((rc == 0)) && rc=1
+		fi
+	fi
+	exit "$rc"
+}
+trap stop_kafka EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ -n "${KSTATE_KAFKA_BROKERS:-}" ]]; then
+	echo "using the Kafka cluster in KSTATE_KAFKA_BROKERS=$KSTATE_KAFKA_BROKERS (scripts/kafka.sh not used)"
+elif bash scripts/kafka.sh status; then
+	# Someone (make kafka-start) runs it already: use it, and leave it running afterwards.
+	# Tests name their topics with kafkatest.Unique, so earlier runs' topics do not collide.
+	export KSTATE_KAFKA_BROKERS="127.0.0.1:${KSTATE_KAFKA_PORT:-19092}"
+else
+	mkdir -p "$REPO/.cache"
+	kafka_started=1
+	addr="$(bash scripts/kafka.sh start)" || fail "could not start Kafka (see the messages above)"
+	export KSTATE_KAFKA_BROKERS="$addr"
+fi
+echo "KSTATE_KAFKA_BROKERS=$KSTATE_KAFKA_BROKERS"
+
+section "go vet ./..."
+go vet ./...
+echo "go vet: ok"
+
+if [[ -f scripts/checkgenerate.sh ]]; then
+	section "checkgenerate (buf lint, generated code up to date)"
+	bash scripts/checkgenerate.sh
+fi
+
+pkgs="${KSTATE_TEST_PKGS:-./...}"
+section "go test -race -shuffle=on -count=1 -timeout 30m $pkgs"
+# shellcheck disable=SC2086 # flags and package patterns are word-split on purpose
+go test -race -shuffle=on -count=1 -timeout 30m ${KSTATE_TEST_FLAGS:-} $pkgs
