@@ -25,8 +25,10 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kstatehq/kstate/internal/testpb"
+	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
+	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 	"github.com/kstatehq/kstate/sdk"
 )
 
@@ -126,6 +128,8 @@ type proxy struct {
 	t         *testing.T
 	discovery cloudstatepb.EntityDiscoveryClient
 	es        eventsourcedpb.EventSourcedClient
+	ve        valueentitypb.ValueEntityClient
+	action    actionpb.ActionProtocolClient
 	logs      *syncBuffer
 	cancel    context.CancelFunc
 	served    chan error
@@ -168,6 +172,8 @@ func newProxy(t *testing.T, entities ...sdk.Entity) *proxy {
 	}
 	p.discovery = cloudstatepb.NewEntityDiscoveryClient(conn)
 	p.es = eventsourcedpb.NewEventSourcedClient(conn)
+	p.ve = valueentitypb.NewValueEntityClient(conn)
+	p.action = actionpb.NewActionProtocolClient(conn)
 	t.Cleanup(func() {
 		_ = conn.Close()
 		p.stop()
