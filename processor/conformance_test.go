@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,12 +44,14 @@ func esEntities(passivation time.Duration) []*cloudstatepb.Entity {
 	}
 }
 
+var nodeCounter atomic.Int32
+
 // testNode starts one kstate node on kfake against the given user function and waits until it
 // serves every partition.
 func testNode(t *testing.T, brokers []string, app, ufAddr string) (*Node, *grpc.ClientConn) {
 	t.Helper()
 	cfg := DefaultConfig()
-	cfg.NodeID = "n-" + app
+	cfg.NodeID = "n-" + app + "-" + strconv.Itoa(int(nodeCounter.Add(1)))
 	cfg.DataDir = t.TempDir()
 	cfg.ListenAddr = "127.0.0.1:0"
 	cfg.UserFunction = ufAddr

@@ -28,17 +28,24 @@ func (n *Node) Unary(ctx context.Context, m *Method, entityID string, payload []
 	return res.payload, res.md, res.err
 }
 
-// Stream implements Dispatcher for streamed methods, which only actions have; they arrive with
-// the actions issue.
+// Stream implements Dispatcher for streamed methods. Actions support all streamed shapes; entity
+// kinds that stream (CRDTs) arrive with their own issue.
 func (n *Node) Stream(ctx context.Context, m *Method, s CommandStream) error {
-	return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities", m.FullName, m.Service.Kind)
+	if m.Service.Kind != Action {
+		return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities yet", m.FullName, m.Service.Kind)
+	}
+	return n.streamAction(m, s)
 }
 
 // invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
 // A stale owner map is refreshed and the command retried within the caller's deadline.
 func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
-	if m.Service.Kind == Action {
-		return result{err: status.Errorf(codes.Unimplemented, "service %s: actions are not supported yet", m.Service.Name)}
+	switch m.Service.Kind {
+	case Action:
+		// Actions are stateless: served where the request lands.
+		return n.unaryAction(ctx, m, payload, md)
+	case CRDT:
+		return result{err: status.Errorf(codes.Unimplemented, "service %s: CRDT entities are not supported yet", m.Service.Name)}
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -1,0 +1,188 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
+	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
+)
+
+// Actions are stateless: they run on the node the request reaches, over ActionProtocol, in the
+// four gRPC shapes. Their side effects run even when the response is a failure (PROTOCOL.md).
+
+func (n *Node) actionClient() actionpb.ActionProtocolClient { return actionpb.NewActionProtocolClient(n.uf) }
+
+// unaryAction runs ActionProtocol.handleUnary and turns its response into the caller's result.
+func (n *Node) unaryAction(ctx context.Context, m *Method, payload []byte, md *cloudstatepb.Metadata) result {
+	resp, err := n.actionClient().HandleUnary(ctx, &actionpb.ActionCommand{
+		ServiceName: m.Service.Name,
+		Name:        m.Name,
+		Payload:     &anypb.Any{TypeUrl: TypeURL(m.Input), Value: payload},
+		Metadata:    md,
+	})
+	if err != nil {
+		return result{err: userFunctionErr(err)}
+	}
+	return n.actionResult(ctx, m, resp)
+}
+
+// actionResult runs an ActionResponse's side effects (also after a failure), then yields its
+// reply, the forward target's reply, its failure, or ErrNoReply.
+func (n *Node) actionResult(ctx context.Context, m *Method, resp *actionpb.ActionResponse) result {
+	n.sideEffects(ctx, resp.GetSideEffects())
+	switch r := resp.GetResponse().(type) {
+	case *actionpb.ActionResponse_Failure:
+		return result{err: &CommandFailure{Description: r.Failure.GetDescription()}}
+	case *actionpb.ActionResponse_Forward:
+		return n.forward(ctx, r.Forward)
+	case *actionpb.ActionResponse_Reply:
+		return n.replyResult(m, &cloudstatepb.ClientAction{Action: &cloudstatepb.ClientAction_Reply{Reply: r.Reply}})
+	default:
+		return result{err: ErrNoReply}
+	}
+}
+
+// streamAction serves the three streamed shapes of an action method.
+func (n *Node) streamAction(m *Method, s CommandStream) error {
+	ctx := s.Context()
+	first := &actionpb.ActionCommand{ServiceName: m.Service.Name, Name: m.Name, Metadata: s.Metadata()}
+	toAny := func(p []byte) *anypb.Any { return &anypb.Any{TypeUrl: TypeURL(m.Input), Value: p} }
+	// emit sends one response to the client: a reply or a forward's reply; a failure ends the call.
+	emit := func(resp *actionpb.ActionResponse) error {
+		res := n.actionResult(ctx, m, resp)
+		switch {
+		case errors.Is(res.err, ErrNoReply):
+			return nil // no stream element
+		case res.err != nil:
+			return res.err
+		}
+		if res.md != nil {
+			_ = s.SetHeader(res.md)
+		}
+		return s.Send(res.payload)
+	}
+	switch {
+	case m.ClientStreaming && !m.ServerStreaming:
+		st, err := n.actionClient().HandleStreamedIn(ctx)
+		if err != nil {
+			return userFunctionErr(err)
+		}
+		// The first message names the call and carries no payload.
+		if err := st.Send(first); err != nil {
+			return userFunctionErr(err)
+		}
+		for {
+			p, err := s.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if err := st.Send(&actionpb.ActionCommand{Payload: toAny(p)}); err != nil {
+				return userFunctionErr(err)
+			}
+		}
+		resp, err := st.CloseAndRecv()
+		if err != nil {
+			return userFunctionErr(err)
+		}
+		res := n.actionResult(ctx, m, resp)
+		if errors.Is(res.err, ErrNoReply) {
+			return ErrNoReply
+		}
+		if res.err != nil {
+			return res.err
+		}
+		return s.Send(res.payload)
+
+	case !m.ClientStreaming && m.ServerStreaming:
+		p, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		first.Payload = toAny(p)
+		st, err := n.actionClient().HandleStreamedOut(ctx, first)
+		if err != nil {
+			return userFunctionErr(err)
+		}
+		for {
+			resp, err := st.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return userFunctionErr(err)
+			}
+			if err := emit(resp); err != nil {
+				return err
+			}
+		}
+
+	default: // duplex
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		st, err := n.actionClient().HandleStreamed(ctx)
+		if err != nil {
+			return userFunctionErr(err)
+		}
+		if err := st.Send(first); err != nil {
+			return userFunctionErr(err)
+		}
+		pumpErr := make(chan error, 1)
+		go func() { // owned by this call; ends with the client's stream or ctx
+			for {
+				p, err := s.Recv()
+				if err == io.EOF {
+					pumpErr <- st.CloseSend()
+					return
+				}
+				if err != nil {
+					pumpErr <- err
+					cancel()
+					return
+				}
+				if err := st.Send(&actionpb.ActionCommand{Payload: toAny(p)}); err != nil {
+					pumpErr <- userFunctionErr(err)
+					return
+				}
+			}
+		}()
+		for {
+			resp, err := st.Recv()
+			if err == io.EOF {
+				return <-pumpErr
+			}
+			if err != nil {
+				select {
+				case perr := <-pumpErr:
+					if perr != nil {
+						return perr // the client went away first
+					}
+				default:
+				}
+				return userFunctionErr(err)
+			}
+			if err := emit(resp); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// userFunctionErr reports a failed call to the user function as UNAVAILABLE, keeping the
+// caller's own cancellation and deadline as they are.
+func userFunctionErr(err error) error {
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded:
+		return err
+	}
+	return fmt.Errorf("%w: user function: %v", ErrUnavailable, err)
+}
