@@ -397,7 +397,7 @@ func TestValueStreamFailures(t *testing.T) {
 			},
 			want: "first message must be init",
 		},
-		"empty message": {send: func(s *veStream) { s.send(&valueentitypb.ValueEntityStreamIn{}) }, want: "without content"},
+		"empty message":   {send: func(s *veStream) { s.send(&valueentitypb.ValueEntityStreamIn{}) }, want: "without content"},
 		"unknown service": {send: func(s *veStream) { s.init("kstate.test.v1.Nope", "e1", nil) }, want: "kstate.test.v1.Nope"},
 		// An event-sourced service is not a value entity.
 		"event-sourced service": {send: func(s *veStream) { s.init(testService, "e1", nil) }, want: "no registered value entity"},

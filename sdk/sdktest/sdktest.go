@@ -45,6 +45,7 @@ type config struct {
 	ctx      context.Context
 	snapshot *snapshotOpt
 	events   []proto.Message
+	state    proto.Message // WithState
 }
 
 type snapshotOpt struct {
@@ -128,7 +129,8 @@ type Forward struct {
 	Message proto.Message
 }
 
-// SideEffect is a call the proxy makes after the command's events are persisted.
+// SideEffect is a call the proxy makes after the command's events or state are persisted (for an
+// action, when it receives the response).
 type SideEffect struct {
 	// Service is the target's full service name, Method its simple method name.
 	Service, Method string
@@ -138,9 +140,10 @@ type SideEffect struct {
 	Synchronous bool
 }
 
-// Failure is a command failure, as the client would receive it. Command returns it as its error.
+// Failure is a command failure, as the client would receive it. Command returns it as its error;
+// action calls return it as their error too.
 type Failure struct {
-	// CommandID is the failed command's id.
+	// CommandID is the failed command's id; 0 for actions, whose calls have no id.
 	CommandID int64
 	// Description is the message the client receives.
 	Description string
@@ -151,6 +154,9 @@ type Failure struct {
 
 // Error implements error.
 func (f *Failure) Error() string {
+	if f.CommandID == 0 {
+		return "action failed: " + f.Description
+	}
 	if f.Restart {
 		return fmt.Sprintf("command %d failed (entity restarted): %s", f.CommandID, f.Description)
 	}
@@ -179,6 +185,10 @@ func NewEventSourced[S proto.Message](t TB, e *sdk.EventSourcedEntity[S], entity
 	h := &EventSourced[S]{t: t, ctx: cfg.ctx, entityID: entityID, firstSeq: 1}
 	if e == nil {
 		h.fatalf("sdktest: nil entity")
+		return h
+	}
+	if cfg.state != nil {
+		h.fatalf("sdktest: WithState is for value entities; start an event-sourced entity from WithSnapshot and WithEvents")
 		return h
 	}
 	h.service = e.ServiceName()
