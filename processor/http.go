@@ -54,22 +54,22 @@ const streamTwinPackage = "kstate.internal.httpstream"
 
 // NewHTTPHandler returns kstate's front door: one http.Handler that serves, on the same port,
 //
-//   - gRPC (HTTP/2, content-type application/grpc or application/grpc+proto): passed unchanged to
-//     grpcServer (a *grpc.Server's ServeHTTP, built with the Ingress's ServerOptions), so reflection,
-//     health and everything else registered on it keeps working;
-//   - every user service of cat as HTTP/JSON, transcoded to gRPC by connectrpc.com/vanguard and
-//     sent to the same grpcServer:
-//   - the method's google.api.http rules (path templates, body, query parameters,
-//     response_body, additional_bindings);
-//   - a default rule for every method, POST /<package.Service>/<Method> with the whole request
-//     message as the JSON body (Cloudstate's default route), unless a rule of the method already
-//     binds that exact POST path;
-//   - gRPC-Web, the Connect protocol and gRPC with the JSON codec (application/grpc+json), which
-//     vanguard translates as well.
+//   - gRPC (HTTP/2, content-type application/grpc or application/grpc+proto), passed unchanged to
+//     grpcServer (a *grpc.Server's ServeHTTP, built with the Ingress's ServerOptions), so
+//     reflection, health and everything else registered on it keeps working;
+//   - every user service of cat as REST/JSON, transcoded to gRPC by connectrpc.com/vanguard and
+//     sent to the same grpcServer, at the routes of each method's google.api.http rules (path
+//     templates, body, query parameters, response_body, additional_bindings) and at a default
+//     route for every method, POST /<package.Service>/<Method> with the whole request message as
+//     the JSON body (Cloudstate's default route; skipped when a rule of the method already posts to
+//     that path);
+//   - the same services over gRPC-Web, the Connect protocol and gRPC with the JSON codec
+//     (application/grpc+json), which vanguard translates to gRPC as well.
 //
 // JSON follows protojson: field names in lowerCamelCase on output (the proto name is accepted on
-// input), 64-bit integers as strings, unpopulated fields emitted, unknown fields rejected (HTTP
-// 400). A failed call answers with the HTTP status vanguard maps the gRPC code to (a command
+// input), 64-bit integers as strings, unpopulated fields emitted. A malformed request (bad JSON,
+// unknown fields or query parameters, a value of the wrong type) is INVALID_ARGUMENT, HTTP 400. A
+// failed call answers with the HTTP status the gRPC code maps to (HTTPStatusFromCode; a command
 // failure is gRPC UNKNOWN, so HTTP 500) and a google.rpc.Status JSON body, e.g.
 // {"code":2,"message":"boom","details":[]}.
 //

@@ -858,6 +858,26 @@ func TestHTTPOverHTTP2(t *testing.T) {
 			t.Fatalf("%s over h2c: %s %d %s", path, resp.Proto, resp.StatusCode, b)
 		}
 	}
+
+	// gRPC with the JSON codec, transcoded by vanguard.
+	js := []byte(`{"id":"j","payload":"p"}`)
+	frame := append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(js))), js...)
+	req, err := http.NewRequest("POST", s.base+"/kstate.test.v1.EventSourcedTest/Process", bytes.NewReader(frame))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc+json")
+	req.Header.Set("Te", "trailers")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || len(raw) < 5 || resp.Trailer.Get("Grpc-Status") != "0" {
+		t.Fatalf("grpc+json: %d %q %v trailers %v", resp.StatusCode, raw, err, resp.Trailer)
+	}
+	httpJSONEqual(t, string(raw[5:]), `{"message":"Process:j"}`)
 }
 
 func TestNewHTTPHandlerRejects(t *testing.T) {
