@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -43,6 +44,13 @@ function (--user-function host:port). Any Kafka client can connect to the broker
 func runDev(ctx context.Context, o *devOpts, lo *logOpts, out io.Writer) error {
 	log, err := lo.logger()
 	if err != nil {
+		return err
+	}
+	// Check every flag before anything starts: the broker addresses are filled in below.
+	if _, _, err := net.SplitHostPort(o.kafkaAddr); err != nil {
+		return fmt.Errorf("--kafka-addr %q: want host:port, e.g. 127.0.0.1:9092", o.kafkaAddr)
+	}
+	if _, _, err := o.node.config(nil, filepath.Join(o.node.dataDir, "node"), log); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(o.node.dataDir, 0o755); err != nil {

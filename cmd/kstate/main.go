@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,9 +34,13 @@ func (o *logOpts) logger() (hclog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	grpclog.SetLoggerV2(logging.GRPC{L: l.Named("grpc")})
+	// grpclog's logger is process-wide and must not change while gRPC runs: the first command's
+	// logger wins (in tests several commands run in one process).
+	grpcLogOnce.Do(func() { grpclog.SetLoggerV2(logging.GRPC{L: l.Named("grpc")}) })
 	return l, nil
 }
+
+var grpcLogOnce sync.Once
 
 func newRootCmd() *cobra.Command {
 	lo := &logOpts{}

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kstatehq/kstate/examples/shoppingcart"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer goroutine and a polling reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// devRun is a `kstate dev` running in-process through the root command, as the binary would.
+type devRun struct {
+	grpcAddr  string
+	kafkaAddr string
+	cancel    context.CancelFunc
+	errc      chan error
+	out       *syncBuffer
+}
+
+var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC|Kafka):\s+(\S+)`)
+
+// startDev runs `kstate dev args...` until its banner is printed.
+func startDev(t *testing.T, args ...string) *devRun {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &devRun{cancel: cancel, errc: make(chan error, 1), out: &syncBuffer{}}
+	root := newRootCmd()
+	root.SetArgs(append([]string{"dev", "--log-level", "error"}, args...))
+	root.SetOut(r.out)
+	root.SetErr(r.out)
+	go func() { r.errc <- root.ExecuteContext(ctx) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			<-r.errc
+		}
+	})
+	deadline := time.NewTimer(2 * time.Minute)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(r.out.String(), "kstate dev is up") {
+		select {
+		case err := <-r.errc:
+			stopped = true
+			t.Fatalf("kstate dev exited before it was up: %v\n%s", err, r.out.String())
+		case <-deadline.C:
+			t.Fatalf("kstate dev not up after 2m:\n%s", r.out.String())
+		case <-tick.C:
+		}
+	}
+	for _, m := range bannerAddr.FindAllStringSubmatch(r.out.String(), -1) {
+		switch m[1] {
+		case "gRPC":
+			r.grpcAddr = m[2]
+		case "Kafka":
+			r.kafkaAddr = m[2]
+		}
+	}
+	if r.grpcAddr == "" || r.kafkaAddr == "" {
+		t.Fatalf("no gRPC or Kafka address in the banner:\n%s", r.out.String())
+	}
+	return r
+}
+
+// stop cancels the run (as SIGINT would) and waits for a clean exit.
+func (r *devRun) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.errc:
+		r.errc <- nil // for the cleanup registered by startDev
+		if err != nil {
+			t.Fatalf("kstate dev did not shut down cleanly: %v\n%s", err, r.out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("kstate dev still running 1m after cancel:\n%s", r.out.String())
+	}
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago, so two runs of
+// `kstate dev` can use the same --kafka-addr, as a user's would.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// call runs `kstate call` against addr and decodes the JSON reply.
+func call(t *testing.T, addr, method, req string) map[string]any {
+	t.Helper()
+	out, errOut, err := runCallCmd(t, "", "--addr", addr, "--timeout", "30s", method, req)
+	if err != nil {
+		t.Fatalf("kstate call %s %s: %v\n%s", method, req, err, errOut)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		t.Fatalf("kstate call %s: reply %q is not one JSON object: %v", method, out, err)
+	}
+	return m
+}
+
+func topicsByName(t *testing.T, kafkaAddr string, app string) map[string]topicRow {
+	t.Helper()
+	o := &topicsOpts{brokers: []string{kafkaAddr}, namespace: "kstate", app: app, timeout: 30 * time.Second}
+	rows, err := listTopics(context.Background(), o, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]topicRow{}
+	for _, r := range rows {
+		m[r.Name] = r
+	}
+	return m
+}
+
+func sum(xs []int64) (n int64) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
+}
+
+// TestDevRestartKeepsTopicsAndData runs `kstate dev --example shoppingcart` on a data dir, checks
+// its topics with the `kstate topics` logic, adds an item to a cart, stops it, starts it again on
+// the same data dir, and finds the topics, their records and the cart as they were.
+func TestDevRestartKeepsTopicsAndData(t *testing.T) {
+	dataDir := t.TempDir()
+	kafkaAddr := freeAddr(t)
+	args := []string{"--data-dir", dataDir, "--kafka-addr", kafkaAddr, "--listen", "127.0.0.1:0",
+		"--example", "shoppingcart", "--app", "shop", "--partitions", "3"}
+
+	want := map[string]struct {
+		kind       string
+		partitions int32
+		cleanup    string
+	}{
+		"kstate.shop.commands":                                {"commands", 3, "delete"},
+		"kstate.shop.owners":                                  {"owners", 1, "compact"},
+		"kstate." + shoppingcart.PersistenceID + ".events":    {"events", 3, "delete"},
+		"kstate." + shoppingcart.PersistenceID + ".snapshots": {"snapshots", 3, "compact"},
+	}
+	check := func(run string, r *devRun) map[string]topicRow {
+		t.Helper()
+		got := topicsByName(t, r.kafkaAddr, "")
+		for name, w := range want {
+			g, ok := got[name]
+			if !ok {
+				t.Fatalf("%s: topic %s missing; have %v", run, name, got)
+			}
+			if g.Kind != w.kind || g.Partitions != w.partitions || g.CleanupPolicy != w.cleanup {
+				t.Errorf("%s: %s is kind %s, %d partitions, cleanup %s; want %s, %d, %s",
+					run, name, g.Kind, g.Partitions, g.CleanupPolicy, w.kind, w.partitions, w.cleanup)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: %d topics, want %d: %v", run, len(got), len(want), got)
+		}
+		app := topicsByName(t, r.kafkaAddr, "shop")
+		if len(app) != 2 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" {
+			t.Errorf("%s: --app shop lists %v, want the commands and owners topics", run, app)
+		}
+		return got
+	}
+
+	first := startDev(t, args...)
+	if first.kafkaAddr != kafkaAddr {
+		t.Fatalf("banner shows Kafka at %s, want --kafka-addr %s", first.kafkaAddr, kafkaAddr)
+	}
+	check("first run", first)
+	call(t, first.grpcAddr, "com.example.shoppingcart.ShoppingCart/AddItem",
+		`{"user_id":"ann","product_id":"pen","name":"Pen","quantity":2}`)
+	before := check("first run, after AddItem", first)
+	events := "kstate." + shoppingcart.PersistenceID + ".events"
+	if n := sum(before[events].EndOffsets); n < 1 {
+		t.Fatalf("after AddItem the journal %s is empty", events)
+	}
+
+	// The `kstate topics` command itself, through the root command.
+	var out bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs([]string{"topics", "--log-level", "error", "--brokers", first.kafkaAddr})
+	root.SetOut(&out)
+	if err := root.Execute(); err != nil {
+		t.Fatalf("kstate topics: %v", err)
+	}
+	for _, s := range []string{"TOPIC", "KIND", events, "kstate.shop.owners", "compact"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("kstate topics output lacks %q:\n%s", s, out.String())
+		}
+	}
+	first.stop(t)
+
+	second := startDev(t, args...)
+	after := check("second run", second)
+	for name, b := range before {
+		a := after[name]
+		if name != "kstate.shop.owners" && sum(a.EndOffsets) != sum(b.EndOffsets) {
+			t.Errorf("%s: %d records before the restart, %d after", name, sum(b.EndOffsets), sum(a.EndOffsets))
+		}
+		if sum(a.EndOffsets) < sum(b.EndOffsets) {
+			t.Errorf("%s lost records over the restart: end offsets %v, then %v", name, b.EndOffsets, a.EndOffsets)
+		}
+	}
+	cart := call(t, second.grpcAddr, "com.example.shoppingcart.ShoppingCart/GetCart", `{"user_id":"ann"}`)
+	items, _ := cart["items"].([]any)
+	if len(items) != 1 {
+		t.Fatalf("cart after restart = %v, want the one item added before it", cart)
+	}
+	item, _ := items[0].(map[string]any)
+	if item["productId"] != "pen" || item["quantity"] != float64(2) {
+		t.Errorf("cart item after restart = %v, want pen x2", item)
+	}
+	second.stop(t)
+}
+
+// TestBadFlags checks that bad flag values fail before anything starts, naming what to fix.
+func TestBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log-level", "loud", "version"}, ""}, // version takes no logger: fine
+		{[]string{"--log-level", "loud", "topics"}, "want one of"},
+		{[]string{"topics", "--brokers", ""}, "--brokers is empty"},
+		{[]string{"topics", "--namespace", "bad ns"}, "not allowed in Kafka topic names"},
+		{[]string{"topics", "--app", "a/b"}, "not allowed in Kafka topic names"},
+		{[]string{"topics", "--timeout", "0s"}, "--timeout"},
+		{[]string{"dev", "--example", "nope", "--kafka-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, "unknown example"},
+		{[]string{"dev", "--kafka-addr", "nohost", "--data-dir", t.TempDir()}, "want host:port"},
+		{[]string{"topics", "--partitions", "3"}, "unknown flag"},
+	} {
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetArgs(tc.args)
+		root.SetOut(&out)
+		root.SetErr(&out)
+		err := root.Execute()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("kstate %v: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("kstate %v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetArgs([]string{"version"})
+	root.SetOut(&out)
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"kstate " + version, "go go1.", "protocol 0.2"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("version output %q lacks %q", out.String(), s)
+		}
+	}
+}
+
+func TestTopicKind(t *testing.T) {
+	for name, want := range map[string]string{
+		"kstate.shop.commands":    "commands",
+		"kstate.cart.crdt-state":  "crdt-state",
+		"kstate.cart.events":      "events",
+		"kstate.cart.snapshots":   "snapshots",
+		"kstate.votes.crdt":       "crdt",
+		"kstate.shop.owners":      "owners",
+		"kstate.profile.state":    "state",
+		"kstate.something.else":   "-",
+		"no-dots-at-all":          "-",
+		"kstate.shop.commands.x":  "-",
+		"kstate.shop.owners-copy": "-",
+	} {
+		if got := topicKind(name); got != want {
+			t.Errorf("topicKind(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
