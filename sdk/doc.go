@@ -2,8 +2,16 @@
 // service from a .proto file, and serve them to kstate (or any Cloudstate protocol 0.2 proxy),
 // in process or as a separate user-function process.
 //
-// This version implements event-sourced entities. Value entities and actions will be further
-// implementations of Entity, served by the same Server.
+// It implements the three kinds of Cloudstate services a Go program defines with plain functions:
+//   - event-sourced entities (NewEventSourced, Command, Event, Snapshot): the state is the result
+//     of a journal of events;
+//   - value entities (NewValue, ValueCommand): the state is one value, stored whole on every
+//     change;
+//   - actions (NewAction, ActionUnary, ActionStreamedIn, ActionStreamedOut, ActionStreamed):
+//     stateless functions in any of the four gRPC shapes.
+//
+// All three are served by the same Server and tested in memory with package sdktest. CRDT
+// entities are not implemented yet.
 //
 // # Tutorial: an event-sourced shopping cart
 //
@@ -69,6 +77,53 @@
 //	if err := srv.Register(cart); err != nil { ... } // checks every method has a handler of the right types
 //	srv.RegisterGRPC(grpcServer)
 //
+// # Value entities
+//
+// A value entity keeps one state message per entity id, like a row in a key-value table. A
+// command handler reads ctx.State() (the stored value, or the initial state when there is none),
+// and calls ctx.Update with the new value or ctx.Delete; the proxy stores the change before it
+// replies. examples/valuecart is the shopping cart as a value entity:
+//
+//	cart := sdk.NewValue("com.example.valueentity.shoppingcart.ShoppingCart",
+//		func(entityID string) *domainpb.Cart { return &domainpb.Cart{} }).
+//		PersistenceID("value-shopping-cart")
+//	sdk.ValueCommand(cart, "AddItem", func(ctx *sdk.ValueContext[*domainpb.Cart], in *valuecartpb.AddLineItem) (*emptypb.Empty, error) {
+//		c := ctx.State() // the command's own copy
+//		c.Items = append(c.Items, &domainpb.LineItem{ProductId: in.GetProductId(), Quantity: in.GetQuantity()})
+//		return &emptypb.Empty{}, ctx.Update(c)
+//	})
+//	sdk.ValueCommand(cart, "RemoveCart", func(ctx *sdk.ValueContext[*domainpb.Cart], _ *valuecartpb.RemoveShoppingCart) (*emptypb.Empty, error) {
+//		ctx.Delete()
+//		return &emptypb.Empty{}, nil
+//	})
+//
+// Test it with sdktest.NewValue(t, cart, "user-1"), whose results show what was stored.
+//
+// # Actions
+//
+// An action is a stateless service: the proxy calls it where the request lands, with no entity
+// key and no ordering. Each method gets a handler of its gRPC shape; the context offers
+// metadata, forwards, side effects and failures (examples/validator validates cart requests and
+// forwards them to the cart):
+//
+//	v := sdk.NewAction("com.example.validator.CartValidator")
+//	sdk.ActionUnary(v, "AddItem", func(ctx *sdk.ActionContext, in *shoppingcartpb.AddLineItem) (*emptypb.Empty, error) {
+//		if in.GetQuantity() < 1 {
+//			return nil, ctx.Fail("Quantity must be at least 1.")
+//		}
+//		return nil, ctx.Forward("com.example.shoppingcart.ShoppingCart", "AddItem", in)
+//	})
+//	sdk.ActionStreamedIn(v, "AddItems", func(ctx *sdk.ActionContext, in *sdk.ActionStream[*shoppingcartpb.AddLineItem]) (*validatorpb.Summary, error) { ... })   // in.Recv() until io.EOF
+//	sdk.ActionStreamedOut(v, "CheckItems", func(ctx *sdk.ActionContext, in *validatorpb.Items, send func(*validatorpb.Check) error) error { ... })
+//	sdk.ActionStreamed(v, "Echo", func(ctx *sdk.ActionContext, in *sdk.ActionStream[*In], send func(*Out) error) error { ... })
+//
+// A unary or streamed-in handler returns one response: a reply, no reply (a nil reply), a
+// forward, or a failure. A streamed-out or duplex handler sends each element with send; a
+// forward or side effects asked for through ctx go with the next element (send(nil) sends an
+// element without a reply), and a returned error ends the stream with a failure element. Unlike
+// an entity's, an action's side effects are kept when it fails. Test actions with
+// sdktest.NewAction, which calls each shape in memory.
+//
 // # Semantics
 //
 // Commands. The outcome of a command handler is one of: a reply (its events are persisted first),
@@ -77,9 +132,13 @@
 // dropped, so the entity's state is as before the command). Side effects (ctx.SideEffect) are
 // calls the proxy makes after the events are persisted.
 //
+// Value entity commands have the same outcomes; a failure drops the command's state change
+// along with its side effects and forward.
+//
 // Panics. A panicking command handler is a command failure too, with a generic description
 // (details and stack go to the log) and Failure.restart set: the handler may have modified state
-// it was only allowed to read, so the proxy restarts the entity from its journal.
+// it was only allowed to read, so the proxy restarts the entity from its journal (or, for a value
+// entity, its stored value). A panicking action handler is a failure with a generic description.
 //
 // Snapshots. With SnapshotEvery(n), a reply whose events take the sequence number across a
 // multiple of n carries a snapshot of the state after those events; activation then starts from
@@ -88,8 +147,12 @@
 //
 // Protocol. Server speaks Cloudstate protocol 0.2: cloudstate.EntityDiscovery (discovery sends
 // the entities and a FileDescriptorSet of their services, state and event types, with all
-// imports) and cloudstate.eventsourced.EventSourced (one bidirectional stream per active entity:
-// init with the latest snapshot, the events after it, then commands one at a time). Payloads are
-// google.protobuf.Any with type.googleapis.com type URLs. EventSourcedSession is the same protocol
-// handling without the transport.
+// imports), cloudstate.eventsourced.EventSourced (one bidirectional stream per active entity:
+// init with the latest snapshot, the events after it, then commands one at a time),
+// cloudstate.valueentity.ValueEntity (one stream per active entity: init with the stored value,
+// then commands; a reply carries a state action only when the command changed the state) and
+// cloudstate.action.ActionProtocol (handleUnary, handleStreamedIn, handleStreamedOut and
+// handleStreamed; a streamed input starts with a message naming the method, without payload).
+// Payloads are google.protobuf.Any with type.googleapis.com type URLs. EventSourcedSession,
+// ValueSession and Server.HandleAction* are the same protocol handling without the transport.
 package sdk

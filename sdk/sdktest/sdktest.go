@@ -1,19 +1,40 @@
-// Package sdktest runs SDK entities in memory, without Kafka, a proxy or gRPC, for unit tests.
+// Package sdktest runs SDK entities and actions in memory, without Kafka, a proxy or gRPC, for
+// unit tests.
 //
-// The harness plays the proxy's part of Cloudstate protocol 0.2 against the very code that
-// serves a real proxy (sdk.EventSourcedSession): it activates the entity with init, replays a
-// journal, sends commands with ids from 1, keeps the events and snapshots of successful commands
-// as a journal, and, like a proxy, restarts the entity when a failure asks for it.
+// The harnesses play the proxy's part of Cloudstate protocol 0.2 against the very code that
+// serves a real proxy (sdk.EventSourcedSession, sdk.ValueSession, sdk.Server.HandleAction*):
 //
-//	func TestAddItem(t *testing.T) {
-//		h := sdktest.NewEventSourced(t, shoppingcart.NewEntity(), "user-1")
-//		if _, err := h.Command("AddItem", &shoppingcartpb.AddLineItem{UserId: "user-1", ProductId: "p1", Name: "Apple", Quantity: 2}); err != nil {
-//			t.Fatal(err)
-//		}
-//		res, err := h.Command("GetCart", &shoppingcartpb.GetShoppingCart{UserId: "user-1"})
-//		...
-//		h.Restart() // rebuilds the state from the journal and fails the test if it differs
-//	}
+//   - EventSourced (NewEventSourced) activates the entity with init, replays a journal, sends
+//     commands with ids from 1, keeps the events and snapshots of successful commands as a
+//     journal, and, like a proxy, restarts the entity when a failure asks for it.
+//
+//   - Value (NewValue) keeps the value the entity stores, activates the entity with it, and
+//     reports each command's update or delete.
+//
+//   - Action (NewAction) calls unary, streamed-in, streamed-out and duplex handlers, the last
+//     also interactively (Open).
+//
+//     func TestAddItem(t *testing.T) {
+//     h := sdktest.NewEventSourced(t, shoppingcart.NewEntity(), "user-1")
+//     if _, err := h.Command("AddItem", &shoppingcartpb.AddLineItem{UserId: "user-1", ProductId: "p1", Name: "Apple", Quantity: 2}); err != nil {
+//     t.Fatal(err)
+//     }
+//     res, err := h.Command("GetCart", &shoppingcartpb.GetShoppingCart{UserId: "user-1"})
+//     ...
+//     h.Restart() // rebuilds the state from the journal and fails the test if it differs
+//     }
+//
+//     func TestRemoveCart(t *testing.T) {
+//     h := sdktest.NewValue(t, valuecart.NewEntity(), "user-1", sdktest.WithState(&domainpb.Cart{...}))
+//     res, err := h.Command("RemoveCart", &valuecartpb.RemoveShoppingCart{UserId: "user-1"})
+//     // res.Deleted is true; h.Stored() reports no value
+//     }
+//
+//     func TestValidator(t *testing.T) {
+//     h := sdktest.NewAction(t, validator.NewEntity())
+//     res, err := h.Unary("AddItem", &shoppingcartpb.AddLineItem{UserId: "u", ProductId: "p", Quantity: 1})
+//     // res.Forward names com.example.shoppingcart.ShoppingCart/AddItem
+//     }
 package sdktest
 
 import (
