@@ -106,7 +106,7 @@ fetch_version() {
 	local tmp="$dir.tmp.$$" mvnlog="$CACHE/mvn-$1.log"
 	rm -rf "$tmp"
 	mkdir -p "$tmp"
-	local -a args=(-B -q -f "$SCRIPT_DIR/kafka/pom.xml" "-Dkafka.version=$v"
+	local -a args=(-B -q -Dstyle.color=never -f "$SCRIPT_DIR/kafka/pom.xml" "-Dkafka.version=$v"
 		dependency:copy-dependencies -DincludeScope=runtime "-DoutputDirectory=$tmp/libs")
 	[[ -n "${KSTATE_MAVEN_REPO:-}" ]] && args=("-Dmaven.repo.local=$KSTATE_MAVEN_REPO" "${args[@]}")
 	log "fetching Apache Kafka $v jars from Maven Central into $dir (first time only, ~45 MB)"
@@ -114,7 +114,7 @@ fetch_version() {
 	if ! mvn "${args[@]}" >"$mvnlog" 2>&1; then
 		rm -rf "$tmp"
 		log "Maven could not resolve Kafka $v (log: $mvnlog):"
-		grep -E 'ERROR' "$mvnlog" | head -5 >&2 || true
+		{ grep -m 1 -E 'Could not|Failed to' "$mvnlog" || tail -n 5 "$mvnlog"; } | sed 's/\x1b\[[0-9;]*m//g' >&2
 		return 1
 	fi
 	[[ -f "$tmp/libs/kafka_2.13-$v.jar" ]] || {
