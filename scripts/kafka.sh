@@ -219,13 +219,22 @@ do_start() {
 	fi
 
 	log "starting Apache Kafka $version on 127.0.0.1:$PORT (controller 127.0.0.1:$cport, data $DATA_DIR, log $LOG_FILE)"
-	# The broker must not inherit fd 9 (the lock of with_lock), or it would hold the lock forever.
-	# shellcheck disable=SC2086 # HEAP_OPTS is a list of flags
-	setsid nohup java $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+	# The broker runs in its own session (no terminal signals) and must not inherit fd 9 (the lock
+	# of with_lock), or it would hold the lock forever. The pid file is written by the process that
+	# then execs java, so it names the JVM whether or not setsid had to fork.
+	rm -f "$PID_FILE"
+	# shellcheck disable=SC2016,SC2086 # $$ and "$@" expand in the inner shell; HEAP_OPTS is a list of flags
+	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
+		java $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
 		"${jvm_common[@]}" -Dkafka.logs.dir="$STATE" \
 		kafka.Kafka "$CONF_FILE" </dev/null >"$LOG_FILE" 2>&1 9>&- &
-	local pid=$!
-	echo "$pid" >"$PID_FILE"
+	local pid="" n=0
+	while [[ -z "$pid" ]] && ((n < 100)); do
+		pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+		[[ -n "$pid" ]] || sleep 0.05
+		n=$((n + 1))
+	done
+	is_uint "$pid" || die "the broker process did not start (no pid in $PID_FILE); see $LOG_FILE"
 	printf 'version=%s\nport=%s\ncontroller_port=%s\npid=%s\n' "$version" "$PORT" "$cport" "$pid" >"$INFO_FILE"
 
 	local deadline=$((SECONDS + START_TIMEOUT))
