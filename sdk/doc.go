@@ -108,14 +108,17 @@
 //
 //	v := sdk.NewAction("com.example.validator.CartValidator")
 //	sdk.ActionUnary(v, "AddItem", func(ctx *sdk.ActionContext, in *shoppingcartpb.AddLineItem) (*emptypb.Empty, error) {
-//		if in.GetQuantity() < 1 {
-//			return nil, ctx.Fail("Quantity must be at least 1.")
+//		if reason := validator.Validate(in); reason != "" {
+//			return nil, ctx.Fail("%s", reason)
 //		}
 //		return nil, ctx.Forward("com.example.shoppingcart.ShoppingCart", "AddItem", in)
 //	})
-//	sdk.ActionStreamedIn(v, "AddItems", func(ctx *sdk.ActionContext, in *sdk.ActionStream[*shoppingcartpb.AddLineItem]) (*validatorpb.Summary, error) { ... })   // in.Recv() until io.EOF
-//	sdk.ActionStreamedOut(v, "CheckItems", func(ctx *sdk.ActionContext, in *validatorpb.Items, send func(*validatorpb.Check) error) error { ... })
-//	sdk.ActionStreamed(v, "Echo", func(ctx *sdk.ActionContext, in *sdk.ActionStream[*In], send func(*Out) error) error { ... })
+//	// rpc AddItems(stream AddLineItem) returns (AddItemsResult): read with in.Recv() until io.EOF, or range over in.All()
+//	sdk.ActionStreamedIn(v, "AddItems", func(ctx *sdk.ActionContext, in *sdk.ActionStream[*shoppingcartpb.AddLineItem]) (*validatorpb.AddItemsResult, error) { ... })
+//	// rpc CheckItems(CheckItemsRequest) returns (stream ItemCheck): send each element
+//	sdk.ActionStreamedOut(v, "CheckItems", func(ctx *sdk.ActionContext, in *validatorpb.CheckItemsRequest, send func(*validatorpb.ItemCheck) error) error { ... })
+//	// rpc M(stream In) returns (stream Out): both
+//	sdk.ActionStreamed(a, "M", func(ctx *sdk.ActionContext, in *sdk.ActionStream[*In], send func(*Out) error) error { ... })
 //
 // A unary or streamed-in handler returns one response: a reply, no reply (a nil reply), a
 // forward, or a failure. A streamed-out or duplex handler sends each element with send; a
