@@ -42,6 +42,7 @@ const (
 	shapeStreamed
 )
 
+// String names the shape as error messages do.
 func (sh actionShape) String() string {
 	switch sh {
 	case shapeStreamedIn:
@@ -272,8 +273,9 @@ func (m *actionModel) files() []protoreflect.FileDescriptor {
 	return []protoreflect.FileDescriptor{m.desc.ParentFile()}
 }
 
-// ActionContext is what an action handler may do. It is valid until the handler returns, and,
-// unlike the entity contexts, it is safe for concurrent use by goroutines the handler starts.
+// ActionContext is what an action handler may do. It is valid until the handler returns (after
+// that, Forward and SideEffect return an error wrapping ErrStreamClosed), and, unlike the entity
+// contexts, it is safe for concurrent use by goroutines the handler starts.
 type ActionContext struct {
 	c *actionCore
 }
@@ -300,6 +302,9 @@ func (ctx *ActionContext) Metadata() Metadata {
 func (ctx *ActionContext) Forward(service, method string, msg proto.Message) error {
 	ctx.c.mu.Lock()
 	defer ctx.c.mu.Unlock()
+	if ctx.c.done {
+		return fmt.Errorf("forward to %s/%s: %w", service, method, ErrStreamClosed)
+	}
 	return ctx.c.forwardTo(service, method, msg)
 }
 
@@ -311,6 +316,9 @@ func (ctx *ActionContext) Forward(service, method string, msg proto.Message) err
 func (ctx *ActionContext) SideEffect(service, method string, msg proto.Message, synchronous bool) error {
 	ctx.c.mu.Lock()
 	defer ctx.c.mu.Unlock()
+	if ctx.c.done {
+		return fmt.Errorf("side effect to %s/%s: %w", service, method, ErrStreamClosed)
+	}
 	return ctx.c.sideEffect(service, method, msg, synchronous)
 }
 

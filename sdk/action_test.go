@@ -558,8 +558,9 @@ func TestActionConcurrentSends(t *testing.T) {
 		return <-errs
 	})
 	var leaked func(*testpb.Response) error
-	sdk.ActionStreamed(a, "Streamed", func(_ *sdk.ActionContext, _ *sdk.ActionStream[*testpb.Request], send func(*testpb.Response) error) error {
-		leaked = send
+	var leakedCtx *sdk.ActionContext
+	sdk.ActionStreamed(a, "Streamed", func(ctx *sdk.ActionContext, _ *sdk.ActionStream[*testpb.Request], send func(*testpb.Response) error) error {
+		leaked, leakedCtx = send, ctx
 		return nil
 	})
 	p := newProxy(t, a, twoEntity())
@@ -604,6 +605,12 @@ func TestActionConcurrentSends(t *testing.T) {
 	}
 	if err := leaked(&testpb.Response{}); !errors.Is(err, sdk.ErrStreamClosed) {
 		t.Fatalf("send after return: %v, want ErrStreamClosed", err)
+	}
+	if err := leakedCtx.SideEffect(twoService, "Call", &testpb.Request{}, false); !errors.Is(err, sdk.ErrStreamClosed) {
+		t.Fatalf("side effect after return: %v, want ErrStreamClosed", err)
+	}
+	if err := leakedCtx.Forward(twoService, "Call", &testpb.Request{}); !errors.Is(err, sdk.ErrStreamClosed) {
+		t.Fatalf("forward after return: %v, want ErrStreamClosed", err)
 	}
 }
 

@@ -41,9 +41,9 @@ var (
 	// ErrStreamingMismatch: an action handler was registered with a function for another gRPC
 	// shape than the method's (for example ActionUnary for a streamed-out method).
 	ErrStreamingMismatch = errors.New("handler shape does not match the method")
-	// ErrStreamClosed: a streamed-out or duplex action handler sent an element after it
-	// returned.
-	ErrStreamClosed = errors.New("action response stream is closed")
+	// ErrStreamClosed: an action's send function or context (Forward, SideEffect) was used after
+	// the handler returned.
+	ErrStreamClosed = errors.New("action already finished")
 )
 
 // DefinitionError reports a problem with an entity definition, found by Server.Register (or by
