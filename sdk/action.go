@@ -173,21 +173,23 @@ func ActionStreamedIn[In, Out proto.Message](a *Action, method string, handler f
 
 // ActionStreamedOut binds the handler of a streamed-out method (rpc M(In) returns (stream Out)).
 // The handler sends the response stream's elements with send, and returns when the stream is
-// complete. Each element is one ActionResponse:
-//   - send(out): a reply element carrying out, with the side effects asked for since the previous
-//     element.
-//   - ctx.Forward, then send(nil): a forward element (the client receives the target's reply as
-//     the element), with those side effects.
-//   - send(nil) without a forward: an element with no reply that only carries side effects (the
-//     client receives nothing for it).
+// complete. Each element is one ActionResponse, made of send's argument and what the handler
+// asked of ctx since the previous element:
+//   - send(out): a reply element carrying out.
+//   - ctx.Forward, then send(nil): a forward element; the client receives the target's reply.
+//   - ctx.Fail, then send(any): a failure element. The stream goes on, as in Cloudstate (a proxy
+//     ends the client's call at the first failure element).
+//   - send(nil) alone: an element with no reply.
 //
-// When the handler returns nil, a forward or side effects asked for after the last send go out
-// in a final element. When it returns an error (or called ctx.Fail), a final failure element
-// carries the description and the pending side effects, and the stream ends. send returns an
-// error when the element cannot be sent: the client went away (the handler should return), the
-// handler already failed, or the handler already returned (ErrStreamClosed).
+// Every element, a failure too, carries the side effects asked for (ctx.SideEffect) since the
+// previous one. When the handler returns nil, whatever is still pending (a forward, a failure,
+// side effects) goes out in a final element; when it returns an error, a final failure element
+// carries the error's description and the pending side effects. A reply sent with a pending
+// forward goes out as a failure element (ErrAlreadyForwarded).
 //
-// send and the context may be used from goroutines the handler starts, until the handler returns.
+// send returns an error only when the element could not be sent: the client went away (the
+// handler should return), or the handler already returned (ErrStreamClosed). send and the context
+// may be used from goroutines the handler starts, until the handler returns.
 func ActionStreamedOut[In, Out proto.Message](a *Action, method string, handler func(ctx *ActionContext, in In, send func(Out) error) error) {
 	in, errIn := messageType[In]()
 	out, errOut := messageType[Out]()
@@ -200,7 +202,8 @@ func ActionStreamedOut[In, Out proto.Message](a *Action, method string, handler 
 // ActionStreamed binds the handler of a duplex-streamed method (rpc M(stream In) returns (stream
 // Out)). The handler reads the client's messages from in, as for ActionStreamedIn, and sends the
 // response stream's elements with send, as for ActionStreamedOut; it may do both from different
-// goroutines.
+// goroutines. An input message that is not an In (see ActionStream.Recv) makes the next element
+// a failure.
 func ActionStreamed[In, Out proto.Message](a *Action, method string, handler func(ctx *ActionContext, in *ActionStream[In], send func(Out) error) error) {
 	in, errIn := messageType[In]()
 	out, errOut := messageType[Out]()
@@ -297,8 +300,8 @@ func (ctx *ActionContext) Metadata() Metadata {
 // method name) with msg as input: the client receives the target's reply. For unary and
 // streamed-in handlers the next response is the only one: return a nil reply. For streamed-out
 // and duplex handlers it is the next element: call send(nil), or return. Forwarding twice in one
-// response, or sending a reply with a forward, is a failure (ErrAlreadyForwarded). Checks and
-// errors are as for CommandContext.Forward; an error makes the action fail.
+// response, or replying as well, makes the response a failure (ErrAlreadyForwarded). Checks and
+// errors are as for CommandContext.Forward; an error also makes the response a failure.
 func (ctx *ActionContext) Forward(service, method string, msg proto.Message) error {
 	ctx.c.mu.Lock()
 	defer ctx.c.mu.Unlock()
@@ -322,9 +325,11 @@ func (ctx *ActionContext) SideEffect(service, method string, msg proto.Message, 
 	return ctx.c.sideEffect(service, method, msg, synchronous)
 }
 
-// Fail makes the action fail with a description formatted like fmt.Sprintf, and returns the
-// *CommandError. The action fails even if the handler goes on to return a reply; in a streamed-out
-// or duplex handler, later sends return the error.
+// Fail makes the next response a failure with a description formatted like fmt.Sprintf, and
+// returns the *CommandError. For unary and streamed-in handlers the next response is the only
+// one: the action fails even if the handler goes on to return a reply. For streamed-out and
+// duplex handlers it is the next element, whatever the handler sends; return the error instead to
+// end the stream with it.
 func (ctx *ActionContext) Fail(format string, args ...any) error {
 	ctx.c.mu.Lock()
 	defer ctx.c.mu.Unlock()
@@ -339,8 +344,8 @@ type ActionStream[In proto.Message] struct {
 
 // Recv returns the next message. At the end of the stream it returns io.EOF. Other errors mean
 // the call is broken (the client went away: the error is the context's or the transport's) or
-// the message is not of type In (an error wrapping ErrTypeMismatch, which also makes the action
-// fail). After an error, every Recv returns it again.
+// the message is not of type In (an error wrapping ErrTypeMismatch, which also makes the next
+// response a failure, as ActionContext.Fail does). After an error, every Recv returns it again.
 func (s *ActionStream[In]) Recv() (In, error) {
 	var zero In
 	m, err := s.in.next()
@@ -457,6 +462,24 @@ func (c *actionCore) failure(err error) *actionpb.ActionResponse {
 	return resp
 }
 
+// next returns the next response from the handler's reply and what is pending: a failure if one
+// was recorded (or the reply clashes with a forward, or does not encode), else the forward, the
+// reply or no response, with the pending side effects. It clears what was pending. The caller
+// holds mu.
+func (c *actionCore) next(out proto.Message) *actionpb.ActionResponse {
+	err := c.err
+	if err == nil {
+		resp, berr := c.build(out)
+		if berr == nil {
+			return resp
+		}
+		c.log.Warn("action response is a failure", "error", berr)
+		err = berr
+	}
+	c.err = nil
+	return c.failure(err)
+}
+
 // send sends one element of a streamed-out or duplex call.
 func (c *actionCore) send(out proto.Message) error {
 	c.mu.Lock()
@@ -466,15 +489,8 @@ func (c *actionCore) send(out proto.Message) error {
 		return fmt.Errorf("action %s: send: %w", c.header.GetName(), ErrStreamClosed)
 	case c.sendErr != nil:
 		return c.sendErr
-	case c.err != nil:
-		return c.err
 	}
-	resp, err := c.build(out)
-	if err != nil {
-		c.setErr(err)
-		return err
-	}
-	if err := c.transport(resp); err != nil {
+	if err := c.transport(c.next(out)); err != nil {
 		c.sendErr = err
 		return err
 	}

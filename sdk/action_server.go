@@ -179,7 +179,8 @@ func (c *actionCore) finishSingle(out proto.Message, herr error, input *actionIn
 }
 
 // finishStream ends a streamed-out or duplex call once its handler returned herr: it sends a
-// failure element, or the forward and side effects still pending, if any.
+// failure element for herr, or what is still pending (a failure, a forward, side effects), if
+// anything.
 func (c *actionCore) finishStream(herr error, input *actionInput) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,24 +191,18 @@ func (c *actionCore) finishStream(herr error, input *actionInput) error {
 	case input != nil && input.brokenBy != nil:
 		return input.brokenBy
 	}
-	err := herr
-	if err == nil {
-		err = c.err
-	}
-	if err != nil {
+	if herr != nil || c.err != nil {
 		if cerr := c.ctx.Err(); cerr != nil {
 			return cerr
 		}
-		return c.transport(c.failure(err))
 	}
-	if c.forward == nil && len(c.effects) == 0 {
+	if herr != nil {
+		return c.transport(c.failure(herr))
+	}
+	if c.err == nil && c.forward == nil && len(c.effects) == 0 {
 		return nil
 	}
-	resp, err := c.build(nil)
-	if err != nil { // not reached: a nil reply cannot clash with a forward
-		resp = c.failure(err)
-	}
-	return c.transport(resp)
+	return c.transport(c.next(nil))
 }
 
 // actionService implements cloudstate.action.ActionProtocol over gRPC.

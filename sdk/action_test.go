@@ -32,7 +32,8 @@ const actionService = "kstate.test.v1.ActionTest"
 //	forward:X     forward Request{X} to EventSourcedTwo/Call
 //	effect:X      asynchronous side effect Request{X} to EventSourcedTwo/Call
 //	synceffect:X  synchronous side effect
-//	fail:X        ctx.Fail(X)
+//	fail:X        return ctx.Fail(X)
+//	failnext:X    ctx.Fail(X) and go on: the response (element) is a failure
 //	error:X       return errors.New(X)
 //	panic:X       panic(X)
 //	meta:K        reply with the metadata value of K
@@ -57,6 +58,9 @@ func group(ctx *sdk.ActionContext, actions string) (reply *testpb.Response, resp
 			}
 		case "fail":
 			return nil, false, ctx.Fail("%s", arg)
+		case "failnext":
+			_ = ctx.Fail("%s", arg)
+			respond = true
 		case "error":
 			return nil, false, errors.New(arg)
 		case "panic":
@@ -212,6 +216,7 @@ func TestActionUnary(t *testing.T) {
 		"forward:f effect:1 synceffect:2 error:plain": "failure:plain +1 +!2",
 		"forward:f reply:r":                           "failure:action Unary both forwarded to kstate.test.v1.EventSourcedTwo/Call and replied: command already forwarded",
 		"forward:f forward:g":                         "failure:forward to kstate.test.v1.EventSourcedTwo/Call: command already forwarded",
+		"failnext:two effect:other reply:r":           "failure:two +other",
 		"effect:s panic:kaboom":                       "failure:unexpected failure in action Unary; see the user function's log +s",
 	} {
 		resp, err := p.action.HandleUnary(context.Background(), actionCommand(t, "Unary", payload))
@@ -307,6 +312,9 @@ func TestActionStreamedIn(t *testing.T) {
 		{[]string{"effect:1", "forward:f effect:2"}, "forward:f +1 +2"},
 		{[]string{"reply:a", "fail:boom", "reply:never"}, "failure:boom"},
 		{[]string{"effect:1", "effect:2 fail:boom"}, "failure:boom +1 +2"},
+		// Fail and go on: the side effects of later messages still count (TCK "failure with side
+		// effects"), and a later reply does not undo the failure.
+		{[]string{"failnext:two effect:a", "synceffect:b", "effect:c effect:d reply:r"}, "failure:two +a +!b +c +d"},
 	} {
 		if got := streamedIn(t, p, h, tc.payloads...); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.payloads, got, tc.want)
@@ -380,6 +388,15 @@ func TestActionStreamedOut(t *testing.T) {
 		{"fail:boom", []string{"failure:boom"}},
 		{"reply:a|effect:1 panic:kaboom", []string{"reply:a", "failure:unexpected failure in action StreamedOut; see the user function's log +1"}},
 		{"forward:f reply:r", []string{"failure:action StreamedOut both forwarded to kstate.test.v1.EventSourcedTwo/Call and replied: command already forwarded"}},
+		// Failure elements, as Cloudstate's TCK model sends them: the stream goes on.
+		{"failnext:one|failnext:two effect:other|synceffect:another failnext:three|reply:four", []string{
+			"failure:one", "failure:two +other", "failure:three +!another", "reply:four",
+		}},
+		{"forward:f reply:r|reply:after", []string{
+			"failure:action StreamedOut both forwarded to kstate.test.v1.EventSourcedTwo/Call and replied: command already forwarded", "reply:after",
+		}},
+		// A failure still pending when the handler returns goes out last.
+		{"reply:a|effect:1 failnext:late", []string{"reply:a", "failure:late +1"}},
 	} {
 		if got := streamedOut(t, p, tc.payload); strings.Join(got, "; ") != strings.Join(tc.want, "; ") {
 			t.Errorf("%q:\n got %q\nwant %q", tc.payload, got, tc.want)
@@ -432,6 +449,14 @@ func TestActionStreamed(t *testing.T) {
 			t.Fatalf("%q: got %q, want %q", step.in, got, step.want)
 		}
 	}
+	// A failure element; the stream goes on.
+	if err := s.Send(element(t, "effect:x failnext:soft")); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := s.Recv(); err != nil || describe(t, resp) != "failure:soft +x" {
+		t.Fatalf("failure element: %v, %v", resp, err)
+	}
+	// A returned error ends it.
 	if err := s.Send(element(t, "effect:4 fail:boom")); err != nil {
 		t.Fatal(err)
 	}

@@ -122,10 +122,10 @@
 //
 // A unary or streamed-in handler returns one response: a reply, no reply (a nil reply), a
 // forward, or a failure. A streamed-out or duplex handler sends each element with send; a
-// forward or side effects asked for through ctx go with the next element (send(nil) sends an
-// element without a reply), and a returned error ends the stream with a failure element. Unlike
-// an entity's, an action's side effects are kept when it fails. Test actions with
-// sdktest.NewAction, which calls each shape in memory.
+// forward, a failure (ctx.Fail) or side effects asked for through ctx go with the next element
+// (send(nil) sends an element without a reply), and a returned error ends the stream with a
+// failure element. Unlike an entity's, an action's side effects are kept when it fails. Test
+// actions with sdktest.NewAction, which calls each shape in memory.
 //
 // # Semantics
 //

@@ -109,19 +109,16 @@ func (h *Action) result(resp *actionpb.ActionResponse) (*ActionResult, error) {
 	return res, nil
 }
 
-// results converts the elements of a response stream; the error is the last element's failure.
-func (h *Action) results(method string, resps []*actionpb.ActionResponse) ([]*ActionResult, error) {
-	if h.t != nil {
-		h.t.Helper()
-	}
+// results converts the elements of a response stream; the error is the first failure element's.
+func (h *Action) results(resps []*actionpb.ActionResponse) ([]*ActionResult, error) {
 	var err error
 	out := make([]*ActionResult, 0, len(resps))
-	for i, resp := range resps {
+	for _, resp := range resps {
 		res, ferr := h.result(resp)
-		if ferr != nil && i != len(resps)-1 {
-			h.fatalf("sdktest: action %s: element %d is a failure but the stream goes on", method, i)
+		if err == nil {
+			err = ferr
 		}
-		out, err = append(out, res), ferr
+		out = append(out, res)
 	}
 	return out, err
 }
@@ -172,7 +169,8 @@ func (h *Action) StreamedIn(method string, in []proto.Message, opts ...CommandOp
 }
 
 // StreamedOut calls a streamed-out method and returns every element of its response stream. If
-// the stream ends with a failure, the error is that element's *Failure.
+// an element is a failure, the error is the first such element's *Failure (a proxy ends the
+// client's call there); the elements after it are returned too.
 func (h *Action) StreamedOut(method string, in proto.Message, opts ...CommandOption) ([]*ActionResult, error) {
 	if h.t != nil {
 		h.t.Helper()
@@ -191,7 +189,7 @@ func (h *Action) StreamedOut(method string, in proto.Message, opts ...CommandOpt
 		h.fatalf("sdktest: action %s: %v", method, err)
 		return nil, err
 	}
-	return h.results(method, resps)
+	return h.results(resps)
 }
 
 // Streamed calls a duplex method: it sends the messages in, closes the input, and returns every
@@ -219,7 +217,7 @@ func (h *Action) Streamed(method string, in []proto.Message, opts ...CommandOpti
 		}
 		resps = append(resps, resp)
 	}
-	return h.results(method, resps)
+	return h.results(resps)
 }
 
 // Open starts a duplex call and returns it, for tests that interleave sends and receives. The

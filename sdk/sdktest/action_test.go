@@ -17,13 +17,16 @@ import (
 const actionService = "kstate.test.v1.ActionTest"
 
 // words handles one message: "fail", "forward", "effect", "none" and "meta" do what they say,
-// other words are echoed.
+// "soft X" fails the response with X without returning an error, other words are echoed.
 func words(ctx *sdk.ActionContext, payload string) (*testpb.Response, error) {
 	var echo []string
 	for _, w := range strings.Fields(payload) {
 		switch w {
 		case "fail":
 			return nil, ctx.Fail("refused %q", payload)
+		case "soft":
+			_ = ctx.Fail("%s", strings.TrimPrefix(payload, "soft "))
+			return nil, nil
 		case "forward":
 			return nil, ctx.Forward(twoService, "Call", &testpb.Request{Payload: "fw"})
 		case "effect":
@@ -167,6 +170,11 @@ func TestActionHarnessStreamedOut(t *testing.T) {
 	var f *sdktest.Failure
 	if !errors.As(err, &f) || len(rs) != 2 || reply(rs[0]) != "a" || rs[1].Failure != f || len(rs[1].SideEffects) != 1 {
 		t.Fatalf("failure: %+v %v", rs, err)
+	}
+	// Failure elements do not end the stream; the error is the first one.
+	rs, err = h.StreamedOut("StreamedOut", &testpb.Request{Payload: "a,soft one,b,soft two"})
+	if !errors.As(err, &f) || len(rs) != 4 || rs[1].Failure != f || reply(rs[1]) != "failure:one" || reply(rs[2]) != "b" || reply(rs[3]) != "failure:two" {
+		t.Fatalf("failure elements: %+v %v", rs, err)
 	}
 }
 
