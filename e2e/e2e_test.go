@@ -93,6 +93,7 @@ func (c *cluster) start(id string) *node {
 	n := &node{id: id, addr: freeAddr(t), log: &syncBuffer{}}
 	n.cmd = exec.Command(kstateBin, "serve",
 		"--brokers", joinComma(c.brokers),
+		"--namespace", c.app, // entity topics are <namespace>.<persistence id>.*: isolate runs
 		"--app", c.app,
 		"--partitions", strconv.Itoa(int(c.partitions)),
 		"--listen", n.addr,
@@ -252,12 +253,15 @@ func (c *cluster) runLoad(workers, carts int, seed int64, stop <-chan struct{}) 
 type journalEntry struct {
 	cart, product string
 	seq           int64
+	cmd           string // kstate-command-id: node, partition and counter of the committing node
+	offset        int64
 }
 
 func (c *cluster) journal(t *testing.T) []journalEntry {
 	t.Helper()
 	cfg := broker.DefaultConfig()
 	cfg.Brokers = c.brokers
+	cfg.Namespace = c.app
 	cfg.App = c.app
 	cfg.Partitions = c.partitions
 	topic := cfg.EventsTopic("shopping-cart")
@@ -284,7 +288,8 @@ func (c *cluster) readJournal(ctx context.Context, cfg broker.Config, parts []br
 		if err := proto.Unmarshal(r.Value, &ev); err != nil {
 			return err
 		}
-		*out = append(*out, journalEntry{cart: string(r.Key), product: ev.GetItem().GetProductId(), seq: seq})
+		cmd, _ := r.HeaderValue(kstatev1.HeaderCommandID)
+		*out = append(*out, journalEntry{cart: string(r.Key), product: ev.GetItem().GetProductId(), seq: seq, cmd: string(cmd), offset: r.Offset})
 		return nil
 	})
 	return err
@@ -311,7 +316,13 @@ func (c *cluster) check(t *testing.T, l *load) {
 	}
 	for k, n := range seen {
 		if n != 1 {
-			t.Fatalf("command %s applied %d times", k, n)
+			var where []string
+			for _, e := range entries {
+				if e.cart+"/"+e.product == k {
+					where = append(where, fmt.Sprintf("seq %d offset %d by %s", e.seq, e.offset, e.cmd))
+				}
+			}
+			t.Fatalf("command %s applied %d times: %v", k, n, where)
 		}
 	}
 	for _, a := range l.acks {
