@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -76,6 +77,8 @@ type Node struct {
 	cat     *Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
+	split   *splitListener
+	httpSrv *http.Server
 	health  *health.Server
 	group   *broker.Group
 	owners  *ownerTable
@@ -251,6 +254,12 @@ func (n *Node) serve() error {
 		}
 		n.lis = l
 	}
+	if _, port, err := net.SplitHostPort(n.cfg.AdvertiseAddr); err == nil && port == "0" {
+		// Listening on port 0: advertise the port we got.
+		host, _, _ := net.SplitHostPort(n.cfg.AdvertiseAddr)
+		_, real, _ := net.SplitHostPort(n.lis.Addr().String())
+		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
+	}
 	ing := NewIngress(n.cat, n, Limits{MaxRecvBytes: n.cfg.MaxRecvBytes})
 	n.srv = grpc.NewServer(ing.ServerOptions()...)
 	kstatev1.RegisterNodeServer(n.srv, &nodeService{n: n})
@@ -258,13 +267,20 @@ func (n *Node) serve() error {
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
 	RegisterReflection(n.srv, n.cat)
+	front, err := NewHTTPHandler(n.cat, n.srv, n.log.Named("http"))
+	if err != nil {
+		return fmt.Errorf("HTTP/JSON front door: %w", err)
+	}
+	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door.
+	n.split = newSplitListener(n.lis)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.srv.Serve(n.lis); err != nil && n.ctx.Err() == nil {
+		if err := n.srv.Serve(n.split.h2); err != nil && n.ctx.Err() == nil {
 			n.log.Error("gRPC server stopped", "error", err)
 		}
 	}()
+	n.httpSrv = ServeMux(n.split.h1, front)
 	return nil
 }
 
@@ -287,8 +303,15 @@ func (n *Node) Close() error {
 		s.cancel()
 		<-s.done
 	}
+	if n.httpSrv != nil {
+		_ = n.httpSrv.Close()
+	}
 	if n.srv != nil {
 		n.srv.Stop()
+	}
+	if n.split != nil {
+		n.split.Close()
+		n.split.wg.Wait()
 	}
 	n.cancel()
 	if n.ufSrv != nil {

@@ -75,7 +75,7 @@ func runDev(ctx context.Context, o *devOpts, lo *logOpts, out io.Writer) error {
 
 func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 	addr := n.Addr()
-	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC:   %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n  app:    %s, %d partitions\n\nservices:\n",
+	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n  app:    %s, %d partitions\n\nservices:\n",
 		addr, kafka[0], o.node.dataDir, o.node.app, o.node.partitions)
 	for _, s := range n.Catalog().Services() {
 		fmt.Fprintf(out, "  %s (%s", s.Name, s.Kind)
@@ -89,6 +89,8 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 try it:
   go run ./cmd/kstate call --addr %[1]s com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'
   go run ./cmd/kstate call --addr %[1]s com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'
+  curl -XPOST http://%[1]s/cart/alice/items/add -H 'content-type: application/json' -d '{"product_id":"pear","name":"Pear","quantity":2}'
+  curl http://%[1]s/carts/alice
 `, addr)
 	}
 	fmt.Fprintln(out, "\nCtrl-C stops it; the data stays in", o.node.dataDir)

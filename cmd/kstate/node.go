@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kstatehq/kstate/examples/shoppingcart"
+	"github.com/kstatehq/kstate/examples/validator"
+	"github.com/kstatehq/kstate/examples/valuecart"
 	"github.com/kstatehq/kstate/processor"
 	"github.com/kstatehq/kstate/sdk"
 )
@@ -18,6 +20,11 @@ import (
 // examples are the in-process user functions `--example` can run.
 var examples = map[string]func() []sdk.Entity{
 	"shoppingcart": func() []sdk.Entity { return []sdk.Entity{shoppingcart.NewEntity()} },
+	"valuecart":    func() []sdk.Entity { return []sdk.Entity{valuecart.NewEntity()} },
+	// The validator action forwards to the event-sourced cart, so both run.
+	"validator": validator.Entities,
+	// Everything at once: both carts and the validator.
+	"all": func() []sdk.Entity { return append(validator.Entities(), valuecart.NewEntity()) },
 }
 
 func exampleNames() string {
