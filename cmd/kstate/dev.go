@@ -75,6 +75,9 @@ func runDev(ctx context.Context, o *devOpts, lo *logOpts, out io.Writer) error {
 
 func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 	addr := n.Addr()
+	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "::" || host == "0.0.0.0" || host == "") {
+		addr = net.JoinHostPort("localhost", port) // listening on every interface
+	}
 	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n  app:    %s, %d partitions\n\nservices:\n",
 		addr, kafka[0], o.node.dataDir, o.node.app, o.node.partitions)
 	for _, s := range n.Catalog().Services() {
