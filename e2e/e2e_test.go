@@ -74,6 +74,7 @@ type cluster struct {
 	brokers    []string
 	app        string
 	partitions int32
+	example    string // --example of every node; default shoppingcart
 	nodes      []*node
 }
 
@@ -99,7 +100,7 @@ func (c *cluster) start(id string) *node {
 		"--listen", n.addr,
 		"--node-id", id,
 		"--data-dir", filepath.Join(t.TempDir(), id),
-		"--example", "shoppingcart",
+		"--example", c.exampleName(),
 		"--session-timeout", "3s",
 		"--log-level", "info",
 	)
@@ -155,6 +156,13 @@ func (n *node) waitLog(t *testing.T, s string, within time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 	}
+}
+
+func (c *cluster) exampleName() string {
+	if c.example == "" {
+		return "shoppingcart"
+	}
+	return c.example
 }
 
 // waitServing polls the node's gRPC health until SERVING.

@@ -9,8 +9,12 @@ import (
 )
 
 func newCluster(t *testing.T, nodes int) *cluster {
+	return newClusterOf(t, nodes, "shoppingcart")
+}
+
+func newClusterOf(t *testing.T, nodes int, example string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, brokers: kafkatest.Cluster(t), app: kafkatest.Unique(t, "e2e"), partitions: 6}
+	c := &cluster{t: t, brokers: kafkatest.Cluster(t), app: kafkatest.Unique(t, "e2e"), partitions: 6, example: example}
 	for i := 0; i < nodes; i++ {
 		c.start("n" + string(rune('1'+i)))
 	}
