@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		return nil
 	}
 	root.AddCommand(newVersionCmd(), newTopicsCmd(lo), newDevCmd(lo), newServeCmd(lo), call)
+	root.AddCommand(newBenchCmd(lo))
 	return root
 }
 
