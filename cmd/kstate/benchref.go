@@ -26,6 +26,7 @@ import (
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/examples/shoppingcart/domainpb"
 	"github.com/kstatehq/kstate/examples/shoppingcart/shoppingcartpb"
+	"github.com/kstatehq/kstate/internal/logging"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
 
@@ -104,6 +105,7 @@ type refCall struct {
 // runRefServer creates the topics, acquires every partition (fencing earlier producers), serves
 // gRPC on listen until ctx ends, and stops.
 func runRefServer(ctx context.Context, cfg broker.Config, listen string, log hclog.Logger) error {
+	log = logging.OrDiscard(log)
 	adm, err := broker.NewAdmin(cfg)
 	if err != nil {
 		return err
