@@ -85,9 +85,11 @@ type Node struct {
 	cmdSeq  atomic.Uint64
 	conns   connPool
 
-	mu    sync.Mutex
-	parts map[int32]*partSup // partitions assigned to this node
-	local map[int32]*owner   // partitions restored and serving (or restoring: requests queue)
+	mu       sync.Mutex
+	parts    map[int32]*partSup // partitions assigned to this node
+	local    map[int32]*owner   // partitions restored and serving (or restoring: requests queue)
+	restored map[int32]bool     // assigned partitions whose restore has finished
+	joined   bool               // the group has assigned this node at least once
 }
 
 // partSup supervises one assigned partition: acquire, run, reacquire after an indefinite commit.
@@ -107,6 +109,7 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		commandTimeout: 60 * time.Second,
 		parts:          make(map[int32]*partSup),
 		local:          make(map[int32]*owner),
+		restored:       make(map[int32]bool),
 		owners:         newOwnerTable(),
 	}
 	for _, o := range opts {
@@ -303,6 +306,10 @@ func (n *Node) Close() error {
 		s.cancel()
 		<-s.done
 	}
+	// Stop accepting first: both servers' Accept loops return once the split listener closes.
+	if n.split != nil {
+		n.split.Close()
+	}
 	if n.httpSrv != nil {
 		_ = n.httpSrv.Close()
 	}
@@ -310,7 +317,6 @@ func (n *Node) Close() error {
 		n.srv.Stop()
 	}
 	if n.split != nil {
-		n.split.Close()
 		n.split.wg.Wait()
 	}
 	n.cancel()
@@ -333,6 +339,8 @@ func (n *Node) Close() error {
 func (n *Node) assigned(_ context.Context, parts []int32) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.joined = true
+	defer n.updateHealthLocked()
 	for _, p := range parts {
 		if _, ok := n.parts[p]; ok {
 			continue
@@ -358,8 +366,10 @@ func (n *Node) revoked(_ context.Context, parts []int32) {
 		if s, ok := n.parts[p]; ok {
 			sups = append(sups, s)
 			delete(n.parts, p)
+			delete(n.restored, p)
 		}
 	}
+	n.updateHealthLocked()
 	n.mu.Unlock()
 	for _, s := range sups {
 		s.cancel()
@@ -394,8 +404,9 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 				<-ctx.Done()
 				o.cancel()
 			}()
-			n.markServing()
+			n.setRestored(p, true)
 			o.run()
+			n.setRestored(p, false)
 			aerr = o.stopErr
 		} else {
 			o.cancel()
@@ -435,8 +446,26 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 	}
 }
 
-func (n *Node) markServing() {
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+// setRestored records whether assigned partition p is serving, and updates health.
+func (n *Node) setRestored(p int32, ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, assigned := n.parts[p]; assigned && ok {
+		n.restored[p] = true
+	} else {
+		delete(n.restored, p)
+	}
+	n.updateHealthLocked()
+}
+
+// updateHealthLocked reports SERVING once the group has assigned this node and every partition it
+// was assigned is restored; NOT_SERVING while any of them is still restoring (readiness).
+func (n *Node) updateHealthLocked() {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if n.joined && len(n.restored) == len(n.parts) {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	n.health.SetServingStatus("", st)
 }
 
 // toPartitionRecord adapts a Kafka record of an entity topic for Pebble.

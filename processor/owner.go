@@ -135,10 +135,25 @@ func (o *owner) acquire(ctx context.Context) error {
 	// Publish ownership now rather than after the restore: the transaction must not stay open for
 	// as long as a restore may take (it would time out and fence us), and commands routed here
 	// early simply wait in o.in until the restore is done.
-	if _, err := o.prod.Commit(ctx, nil); err != nil {
+	// The record produced inside Acquire predates the producer id it obtained; publish it again
+	// with the fencing producer id and epoch filled in.
+	rec, err = o.ownerRecord(false)
+	if err != nil {
+		return err
+	}
+	if _, err := o.prod.Commit(ctx, []broker.Record{rec}); err != nil {
 		return fmt.Errorf("partition %d: publish ownership: %w", o.p, err)
 	}
 	n, err := o.restore(ctx)
+	if errors.Is(err, broker.ErrOffsetOutOfRange) {
+		// Our checkpoint is outside the topic's log (the topic was recreated or truncated):
+		// forget the partition's local state and rebuild it from the start.
+		o.log.Warn("checkpoint outside the log; rebuilding the partition from the start", "error", err)
+		if err := o.n.store.DropPartition(o.p); err != nil {
+			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
+		}
+		n, err = o.restore(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("partition %d: restore: %w", o.p, err)
 	}
