@@ -310,7 +310,18 @@ func (e *restErrorWriter) finish(call *restCall) {
 	if call.reached && call.grpcCode != strconv.Itoa(int(codes.Unknown)) {
 		code, body = asInvalidArgument(code, body)
 	}
-	e.w.Header().Del("Content-Length")
+	h := e.w.Header()
+	h.Del("Content-Length")
+	// The gRPC side of the transcoder wrote its own headers into the shared map; a REST client
+	// gets a JSON error, not gRPC framing details.
+	for k := range h {
+		if strings.HasPrefix(k, "Grpc-") {
+			delete(h, k)
+		}
+	}
+	if len(body) > 0 && body[0] == '{' {
+		h.Set("Content-Type", "application/json")
+	}
 	e.w.WriteHeader(code)
 	_, _ = e.w.Write(body)
 }

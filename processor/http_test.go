@@ -591,6 +591,15 @@ func TestHTTPErrors(t *testing.T) {
 	for _, body := range []string{`{"productId":`, `{"nope":1}`, `{"quantity":"many"}`, `[1]`} {
 		resp, got := s.do(t, "POST", "/cart/u1/items/add", body)
 		httpExpect(t, resp, got, 400)
+		// A REST client gets a JSON error, with no gRPC framing headers.
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Fatalf("bad request answered with Content-Type %q", ct)
+		}
+		for k := range resp.Header {
+			if strings.HasPrefix(k, "Grpc-") {
+				t.Fatalf("bad request answered with gRPC header %s: %v", k, resp.Header[k])
+			}
+		}
 	}
 	// A body on a rule without one, and an unknown query parameter (vanguard v0.4.0 reports both
 	// as UNKNOWN; the front door corrects them).
