@@ -17,7 +17,9 @@ import (
 // Actions are stateless: they run on the node the request reaches, over ActionProtocol, in the
 // four gRPC shapes. Their side effects run even when the response is a failure (PROTOCOL.md).
 
-func (n *Node) actionClient() actionpb.ActionProtocolClient { return actionpb.NewActionProtocolClient(n.uf) }
+func (n *Node) actionClient() actionpb.ActionProtocolClient {
+	return actionpb.NewActionProtocolClient(n.uf)
+}
 
 // unaryAction runs ActionProtocol.handleUnary and turns its response into the caller's result.
 func (n *Node) unaryAction(ctx context.Context, m *Method, payload []byte, md *cloudstatepb.Metadata) result {

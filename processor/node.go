@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -83,6 +84,7 @@ type Node struct {
 	group   *broker.Group
 	owners  *ownerTable
 	cmdSeq  atomic.Uint64
+	boot    string // random per process
 	conns   connPool
 
 	mu       sync.Mutex
@@ -111,6 +113,7 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		local:          make(map[int32]*owner),
 		restored:       make(map[int32]bool),
 		owners:         newOwnerTable(),
+		boot:           strconv.FormatUint(rand.Uint64()&0xffffffff, 36),
 	}
 	for _, o := range opts {
 		o(n)
@@ -491,8 +494,10 @@ func (n *Node) toPartitionRecord(r broker.Record) (partition.Record, bool) {
 	}, true
 }
 
+// commandID names one command's journal records: node, process incarnation (so ids stay unique
+// across restarts with a fixed node id), partition and a counter.
 func (n *Node) commandID(p int32) string {
-	return n.cfg.NodeID + "-" + strconv.Itoa(int(p)) + "-" + strconv.FormatUint(n.cmdSeq.Add(1), 10)
+	return n.cfg.NodeID + "-" + n.boot + "-" + strconv.Itoa(int(p)) + "-" + strconv.FormatUint(n.cmdSeq.Add(1), 10)
 }
 
 func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }

@@ -73,6 +73,13 @@ else
 fi
 echo "KSTATE_KAFKA_BROKERS=$KSTATE_KAFKA_BROKERS"
 
+section "gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go'))"
+if [[ -n "$unformatted" ]]; then
+	fail "gofmt needed on: $unformatted (run: gofmt -w <files>)"
+fi
+echo "gofmt: ok"
+
 section "go vet ./..."
 go vet ./...
 echo "go vet: ok"

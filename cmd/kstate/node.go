@@ -3,13 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/examples/validator"
 	"github.com/kstatehq/kstate/examples/valuecart"
@@ -49,7 +53,35 @@ type nodeOpts struct {
 	partitions     int32
 	sessionTimeout time.Duration
 	commitLinger   time.Duration
-	passivation    time.Duration
+	kafka          kafkaOpts
+}
+
+// kafkaOpts are the flags for reaching a secured Kafka cluster.
+type kafkaOpts struct {
+	tls           bool
+	caFile        string
+	certFile      string
+	keyFile       string
+	saslMechanism string
+	saslUser      string
+}
+
+func (k *kafkaOpts) register(f *pflag.FlagSet) {
+	f.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka over TLS (implied by the --kafka-ca/cert/key flags)")
+	f.StringVar(&k.caFile, "kafka-ca", "", "PEM file of the CAs that sign the brokers' certificates (default: system pool)")
+	f.StringVar(&k.certFile, "kafka-cert", "", "PEM client certificate for mutual TLS")
+	f.StringVar(&k.keyFile, "kafka-key", "", "PEM client key for mutual TLS")
+	f.StringVar(&k.saslMechanism, "kafka-sasl-mechanism", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (password from $KSTATE_KAFKA_PASSWORD)")
+	f.StringVar(&k.saslUser, "kafka-sasl-user", "", "SASL user name")
+}
+
+// apply sets cfg's TLS and SASL from the flags; the password comes from the environment so it
+// never shows in a process listing.
+func (k *kafkaOpts) apply(cfg *broker.Config) {
+	cfg.TLS = broker.TLSConfig{Enabled: k.tls, CAFile: k.caFile, CertFile: k.certFile, KeyFile: k.keyFile}
+	if k.saslMechanism != "" {
+		cfg.SASL = broker.SASLConfig{Mechanism: strings.ToUpper(k.saslMechanism), Username: k.saslUser, Password: os.Getenv("KSTATE_KAFKA_PASSWORD")}
+	}
 }
 
 func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
@@ -84,6 +116,7 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	cfg.Broker.Partitions = o.partitions
 	cfg.Broker.SessionTimeout = o.sessionTimeout
 	cfg.Broker.Logger = log.Named("kafka")
+	o.kafka.apply(&cfg.Broker)
 	cfg.Logger = log
 	var opts []processor.Option
 	switch {
@@ -96,7 +129,18 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 		}
 		opts = append(opts, processor.WithEntities(mk()...))
 	case o.userFunction == "":
-		return cfg, nil, fmt.Errorf("no user function: pass --example (%s) or --user-function host:port", exampleNames())
+		// Cloudstate's convention (and its TCK's): the function's address in the environment.
+		host, port := os.Getenv("USER_FUNCTION_HOST"), os.Getenv("USER_FUNCTION_PORT")
+		if host == "" && port == "" {
+			return cfg, nil, fmt.Errorf("no user function: pass --example (%s) or --user-function host:port (or set USER_FUNCTION_HOST/USER_FUNCTION_PORT)", exampleNames())
+		}
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		if port == "" {
+			port = "8080"
+		}
+		cfg.UserFunction = net.JoinHostPort(host, port)
 	}
 	return cfg, opts, nil
 }
@@ -145,5 +189,6 @@ the work: the consumer group assigns partitions, and a killed node's partitions 
 	}
 	o.register(cmd, "app")
 	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
+	o.kafka.register(cmd.Flags())
 	return cmd
 }
