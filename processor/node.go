@@ -282,7 +282,7 @@ func (n *Node) serve() error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.srv.Serve(n.split.h2); err != nil && n.ctx.Err() == nil {
+		if err := n.srv.Serve(n.split.h2); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Error("gRPC server stopped", "error", err)
 		}
 	}()

@@ -43,7 +43,7 @@ type devRun struct {
 	out       *syncBuffer
 }
 
-var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC|Kafka):\s+(\S+)`)
+var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka):\s+(\S+)`)
 
 // startDev runs `kstate dev args...` until its banner is printed.
 func startDev(t *testing.T, args ...string) *devRun {
@@ -78,7 +78,7 @@ func startDev(t *testing.T, args ...string) *devRun {
 	}
 	for _, m := range bannerAddr.FindAllStringSubmatch(r.out.String(), -1) {
 		switch m[1] {
-		case "gRPC":
+		case "gRPC + HTTP/JSON":
 			r.grpcAddr = m[2]
 		case "Kafka":
 			r.kafkaAddr = m[2]
