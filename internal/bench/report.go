@@ -93,7 +93,8 @@ type Result struct {
 	Errors map[string]uint64 `json:"errors"`
 	// WarmupErrors counts failures during the warmup (not part of the measure).
 	WarmupErrors map[string]uint64 `json:"warmup_errors,omitempty"`
-	// VsBare is PerSecond divided by the bare reference's on the same broker (0: no bare run).
+	// VsBare is PerSecond divided by the bare reference's on the same broker at the same
+	// concurrency (0: no such bare run).
 	VsBare float64 `json:"vs_bare,omitempty"`
 }
 
@@ -185,15 +186,17 @@ type Target struct {
 // targets that the run measured.
 func (r *Report) Finish() {
 	r.Machine.LoadEnd, _ = LoadAverage()
-	bare := map[string]float64{}
+	bare := map[string]Result{}
 	for _, x := range r.Results {
 		if x.Mode == "bare" {
-			bare[x.Broker] = x.PerSecond
+			bare[x.Broker] = x
 		}
 	}
 	for i := range r.Results {
-		if b := bare[r.Results[i].Broker]; b > 0 && r.Results[i].Mode != "bare" {
-			r.Results[i].VsBare = r.Results[i].PerSecond / b
+		x := &r.Results[i]
+		// Throughputs compare only at the same number of commands in flight (not seq's one).
+		if b, ok := bare[x.Broker]; ok && b.PerSecond > 0 && x.Mode != "bare" && x.Concurrency == b.Concurrency {
+			x.VsBare = x.PerSecond / b.PerSecond
 		}
 	}
 	r.Targets = r.checkTargets()

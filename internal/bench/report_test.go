@@ -46,6 +46,9 @@ func TestFinishRatiosAndTargets(t *testing.T) {
 	if x, _ := r.result("127.0.0.1:19292", "es"); x.VsBare != 0 {
 		t.Fatalf("no bare run on the second broker, VsBare = %v", x.VsBare)
 	}
+	if x, _ := r.result("embedded", "seq"); x.VsBare != 0 {
+		t.Fatalf("seq runs one command at a time: no ratio to the bare reference at 64, got %v", x.VsBare)
+	}
 	if b, _ := r.result("embedded", "bare"); b.VsBare != 0 {
 		t.Fatalf("bare VsBare = %v, want 0 (not shown)", b.VsBare)
 	}
