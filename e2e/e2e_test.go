@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -66,7 +67,7 @@ type node struct {
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	cc   *grpc.ClientConn
-	dead bool
+	dead atomic.Bool // killed; read by load workers
 }
 
 type cluster struct {
@@ -109,7 +110,7 @@ func (c *cluster) start(id string) *node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if !n.dead {
+		if !n.dead.Load() {
 			_ = n.cmd.Process.Signal(syscall.SIGCONT)
 			_ = n.cmd.Process.Kill()
 			_, _ = n.cmd.Process.Wait()
@@ -187,7 +188,7 @@ func (n *node) kill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = n.cmd.Process.Wait()
-	n.dead = true
+	n.dead.Store(true)
 }
 
 func joinComma(xs []string) string {
@@ -232,7 +233,7 @@ func (c *cluster) runLoad(workers, carts int, seed int64, stop <-chan struct{}) 
 				default:
 				}
 				n := c.nodes[rng.Intn(len(c.nodes))]
-				if n.dead {
+				if n.dead.Load() {
 					continue
 				}
 				cart := fmt.Sprintf("cart-%d", rng.Intn(carts))
@@ -341,7 +342,7 @@ func (c *cluster) check(t *testing.T, l *load) {
 	// State read back from any live node equals the fold of the journal.
 	var live *node
 	for _, n := range c.nodes {
-		if !n.dead {
+		if !n.dead.Load() {
 			live = n
 			break
 		}
