@@ -106,8 +106,10 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string,
 		switch {
 		case st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), notOwnerMsg):
 			return result{err: fmt.Errorf("%w: %s", ErrNotOwner, st.Message())}, true
-		case st.Code() == codes.Unavailable && !strings.HasPrefix(st.Message(), "kstate"):
-			// The peer is unreachable (transport error): it may be dead; the group will move p.
+		case st.Code() == codes.Unavailable && notSent(st.Message()):
+			// The peer could not be dialled: the command never left this node, so trying the
+			// next owner cannot apply it twice. Any other failure may have happened after the
+			// owner committed, and is the client's to retry (F3).
 			return result{err: err}, true
 		}
 		return result{err: err}, false
@@ -263,4 +265,10 @@ func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payl
 // sameType compares type URLs by the message name after the last '/'.
 func sameType(got, want string) bool {
 	return got == want || got[strings.LastIndexByte(got, '/')+1:] == want[strings.LastIndexByte(want, '/')+1:]
+}
+
+// notSent reports whether a gRPC UNAVAILABLE message says the connection could not be made, so
+// the request was never sent (grpc-go: "transport: Error while dialing ...").
+func notSent(msg string) bool {
+	return strings.Contains(msg, "while dialing") || strings.Contains(msg, "connection refused")
 }
