@@ -9,10 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kstatehq/kstate/internal/testpb"
@@ -104,7 +101,7 @@ func startFakeUF(t *testing.T, entities ...*cloudstatepb.Entity) *fakeUF {
 	t.Helper()
 	uf := &fakeUF{
 		spec: &cloudstatepb.EntitySpec{
-			Proto:    descriptorSet(testpb.File_testpb_test_proto),
+			Proto:    descriptorSet([]protoreflect.FileDescriptor{testpb.File_testpb_test_proto}),
 			Entities: entities,
 			ServiceInfo: &cloudstatepb.ServiceInfo{
 				ServiceName: "fake", SupportLibraryName: "kstate-test",
@@ -232,30 +229,6 @@ func (fs *bidiStream[I, O]) waitClosed(t *testing.T, within time.Duration) {
 	}
 }
 
-// descriptorSet returns f and its transitive imports, dependencies first, as Cloudstate's
-// EntitySpec.proto carries them.
-func descriptorSet(f protoreflect.FileDescriptor) []byte {
-	var files []*descriptorpb.FileDescriptorProto
-	seen := map[string]bool{}
-	var walk func(protoreflect.FileDescriptor)
-	walk = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		imps := f.Imports()
-		for i := 0; i < imps.Len(); i++ {
-			walk(imps.Get(i).FileDescriptor)
-		}
-		files = append(files, protodesc.ToFileDescriptorProto(f))
-	}
-	walk(f)
-	b, err := proto.Marshal(&descriptorpb.FileDescriptorSet{File: files})
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // actionServer records ActionProtocol calls and answers with what the test sends on call.out.
 type actionServer struct {

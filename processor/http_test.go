@@ -35,9 +35,9 @@ import (
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
-// httpTestDescriptorSet returns roots and their transitive imports, dependencies first, followed by
+// descriptorSet returns roots and their transitive imports, dependencies first, followed by
 // the extra hand-built files, as a serialized FileDescriptorSet (Cloudstate's EntitySpec.proto).
-func httpTestDescriptorSet(roots []protoreflect.FileDescriptor, extra ...*descriptorpb.FileDescriptorProto) []byte {
+func descriptorSet(roots []protoreflect.FileDescriptor, extra ...*descriptorpb.FileDescriptorProto) []byte {
 	set := &descriptorpb.FileDescriptorSet{}
 	seen := map[string]bool{}
 	var walk func(protoreflect.FileDescriptor)
@@ -193,7 +193,7 @@ func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *
 	t.Helper()
 	files := append([]*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile()}, extra...)
 	spec := &cloudstatepb.EntitySpec{
-		Proto: httpTestDescriptorSet([]protoreflect.FileDescriptor{
+		Proto: descriptorSet([]protoreflect.FileDescriptor{
 			testpb.File_testpb_test_proto, cloudstatepb.File_cloudstate_entity_key_proto,
 			annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
@@ -914,7 +914,7 @@ func TestNewHTTPHandlerRejects(t *testing.T) {
 	}
 	files := []*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile(), bad}
 	spec := &cloudstatepb.EntitySpec{
-		Proto: httpTestDescriptorSet([]protoreflect.FileDescriptor{
+		Proto: descriptorSet([]protoreflect.FileDescriptor{
 			cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
 		Entities: []*cloudstatepb.Entity{{EntityType: ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
@@ -948,7 +948,7 @@ func TestTranscodingFilesUnknownOption(t *testing.T) {
 	fdp := httpCounterFile()
 	fdp.Service[0].Method[0].Options = opts
 	var set descriptorpb.FileDescriptorSet
-	if err := proto.Unmarshal(httpTestDescriptorSet([]protoreflect.FileDescriptor{
+	if err := proto.Unmarshal(descriptorSet([]protoreflect.FileDescriptor{
 		cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto,
 	}, fdp), &set); err != nil {
 		t.Fatal(err)
