@@ -33,8 +33,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/examples/shoppingcart/shoppingcartpb"
 	"github.com/kstatehq/kstate/examples/validator/validatorpb"
+	"github.com/kstatehq/kstate/examples/valuecart"
 	"github.com/kstatehq/kstate/examples/valuecart/valuecartpb"
 	"github.com/kstatehq/kstate/internal/bench"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
@@ -73,6 +75,7 @@ type benchOpts struct {
 	opTimeout       time.Duration
 	memEntities     []int
 	restoreCommands int
+	repeat          int
 	failoverRounds  int
 	sessionTimeout  time.Duration
 	profileDir      string
@@ -117,6 +120,7 @@ errors by gRPC code, and the ratio to the bare reference.
 	f.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "deadline of each command")
 	f.IntSliceVar(&o.memEntities, "mem-entities", []int{10000, 20000}, "entity counts of the mem mode")
 	f.IntVar(&o.restoreCommands, "restore-commands", 100000, "commands the restore mode writes before restoring (at most 3× --duration of load)")
+	f.IntVar(&o.repeat, "repeat", 1, "run the throughput modes this many times, interleaved, and report the median run")
 	f.IntVar(&o.failoverRounds, "failover-rounds", 5, "kill -9 rounds of the failover mode")
 	f.DurationVar(&o.sessionTimeout, "session-timeout", 3*time.Second, "group session timeout of the failover mode's nodes")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the processes under test (and heap profiles of the mem mode) here")
@@ -172,6 +176,8 @@ func (o *benchOpts) validate() error {
 		return fmt.Errorf("--failover-rounds %d: want at least 1", o.failoverRounds)
 	case o.sessionTimeout < time.Second:
 		return fmt.Errorf("--session-timeout %v: want at least 1s", o.sessionTimeout)
+	case o.repeat < 1:
+		return fmt.Errorf("--repeat %d: want at least 1", o.repeat)
 	case o.restoreCommands < 1:
 		return fmt.Errorf("--restore-commands %d: want at least 1", o.restoreCommands)
 	}
@@ -224,13 +230,42 @@ func runBench(ctx context.Context, o *benchOpts, args []string, out, errOut io.W
 	}
 	rep := &bench.Report{Machine: bench.DescribeMachine(), Started: time.Now(), Args: args}
 	var failed []string
+	fail := func(mode string, err error) {
+		h.logf("%s: FAILED: %v", mode, err)
+		if !slices.Contains(failed, mode) {
+			failed = append(failed, mode)
+		}
+	}
+	// Throughput modes, --repeat times round robin (so that a busy spell of a shared machine
+	// hits every mode alike); the median run of each is reported.
+	runs := map[string][]bench.Result{}
+	for i := 0; i < o.repeat && ctx.Err() == nil; i++ {
+		for _, mode := range o.modes {
+			if !isThroughputMode(mode) || ctx.Err() != nil {
+				continue
+			}
+			if o.repeat > 1 {
+				h.logf("%s: run %d of %d", mode, i+1, o.repeat)
+			}
+			r, err := h.runThroughput(ctx, mode)
+			if err != nil {
+				fail(mode, err)
+				continue
+			}
+			runs[mode] = append(runs[mode], r)
+		}
+	}
 	for _, mode := range o.modes {
-		if ctx.Err() != nil {
-			break
+		if len(runs[mode]) > 0 {
+			rep.Results = append(rep.Results, bench.Median(runs[mode]))
+		}
+	}
+	for _, mode := range o.modes {
+		if isThroughputMode(mode) || ctx.Err() != nil {
+			continue
 		}
 		if err := h.run(ctx, mode, rep); err != nil {
-			h.logf("%s: FAILED: %v", mode, err)
-			failed = append(failed, mode)
+			fail(mode, err)
 		}
 	}
 	rep.Finish()
@@ -270,7 +305,12 @@ func (h *harness) logf(format string, args ...any) {
 
 func (h *harness) brokerLabel() string { return h.o.broker }
 
-// run runs one mode and adds its results to rep.
+// isThroughputMode reports whether mode is a closed-loop load measured by runThroughput.
+func isThroughputMode(mode string) bool {
+	return mode != "mem" && mode != "restore" && mode != "failover"
+}
+
+// run runs one of the modes mem, restore and failover and adds its results to rep.
 func (h *harness) run(ctx context.Context, mode string, rep *bench.Report) error {
 	switch mode {
 	case "mem":
@@ -299,12 +339,7 @@ func (h *harness) run(ctx context.Context, mode string, rep *bench.Report) error
 		rep.Failover = append(rep.Failover, f)
 		return nil
 	}
-	r, err := h.runThroughput(ctx, mode)
-	if err != nil {
-		return err
-	}
-	rep.Results = append(rep.Results, r)
-	return nil
+	return fmt.Errorf("mode %s is not measured by run", mode)
 }
 
 // --- processes ----------------------------------------------------------------------------
@@ -857,9 +892,59 @@ func (h *harness) runThroughput(ctx context.Context, mode string) (bench.Result,
 			res.BrokerRSS = b.RSS
 		}
 	}
+	if res.RecordsPerTxn, err = s.recordsPerTxn(ctx, mode); err != nil {
+		h.logf("%s: counting transactions: %v", mode, err)
+	}
 	h.logf("%s: %s commands/s, p50 %s, p99 %s, server CPU %s/command, errors: %s", mode, bench.FormatRate(res.PerSecond),
 		bench.FormatDuration(res.P50), bench.FormatDuration(res.P99), bench.FormatDuration(res.ServerCPU), bench.FormatErrors(res.Errors))
 	return res, nil
+}
+
+// recordsPerTxn reads the mode's journal (the cart's events, or the value cart's state) and
+// returns records per transaction: in each partition every committed transaction that wrote to
+// it left one commit marker, which takes an offset but is no record.
+func (s *sut) recordsPerTxn(ctx context.Context, mode string) (float64, error) {
+	cfg := broker.DefaultConfig()
+	cfg.Brokers, cfg.Namespace, cfg.Partitions = s.brokers, s.ns, s.h.o.partitions
+	topic := cfg.EventsTopic(shoppingcart.PersistenceID)
+	if mode == "value" {
+		topic = cfg.StateTopic(valuecart.PersistenceID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var records, markers int64
+	for p := range s.h.o.partitions {
+		var n int64
+		ends, err := broker.ReadToEnd(ctx, cfg, []broker.TopicPartitionFrom{{Topic: topic, Partition: p, From: -1}}, func(broker.Record) error {
+			n++
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+		records += n
+		markers += ends[topic] - n
+	}
+	adm, err := broker.NewAdmin(cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer adm.Close()
+	infos, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	for _, ti := range infos {
+		if ti.Name == topic {
+			for _, start := range ti.StartOffsets {
+				markers -= start
+			}
+		}
+	}
+	if markers <= 0 {
+		return 0, fmt.Errorf("%s: %d records and no transaction markers", topic, records)
+	}
+	return float64(records) / float64(markers), nil
 }
 
 // --- memory per active entity ---------------------------------------------------------------

@@ -27,7 +27,7 @@ import (
 
 func validBenchOpts() *benchOpts {
 	return &benchOpts{duration: time.Second, entities: 10, seqEntities: 10, concurrency: 1, modes: []string{"all"},
-		broker: "embedded", partitions: 16, opTimeout: time.Second, memEntities: []int{10}, restoreCommands: 1,
+		broker: "embedded", partitions: 16, opTimeout: time.Second, memEntities: []int{10}, restoreCommands: 1, repeat: 1,
 		failoverRounds: 1, sessionTimeout: 3 * time.Second}
 }
 
@@ -59,6 +59,7 @@ func TestBenchOptsValidate(t *testing.T) {
 		"mem entities":    func(o *benchOpts) { o.memEntities = []int{10, 0} },
 		"session timeout": func(o *benchOpts) { o.sessionTimeout = 10 * time.Millisecond },
 		"rounds":          func(o *benchOpts) { o.failoverRounds = 0 },
+		"repeat":          func(o *benchOpts) { o.repeat = 0 },
 	} {
 		o := validBenchOpts()
 		mut(o)

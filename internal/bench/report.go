@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -96,6 +97,30 @@ type Result struct {
 	// VsBare is PerSecond divided by the bare reference's on the same broker at the same
 	// concurrency (0: no such bare run).
 	VsBare float64 `json:"vs_bare,omitempty"`
+	// RecordsPerTxn is the journal's records per transaction over the whole run (warmup
+	// included): how much the group commit batches. 0: not measured.
+	RecordsPerTxn float64 `json:"records_per_transaction,omitempty"`
+	// Runs holds every run's commands/s when the mode ran several times (--repeat); the other
+	// fields are those of the median run.
+	Runs []float64 `json:"runs_commands_per_sec,omitempty"`
+}
+
+// Median returns the run with the median throughput (the lower one of the middle two for an
+// even count), with Runs set to every run's commands/s in the order given.
+func Median(runs []Result) Result {
+	if len(runs) == 0 {
+		return Result{}
+	}
+	sorted := slices.Clone(runs)
+	slices.SortStableFunc(sorted, func(a, b Result) int { return cmp.Compare(a.PerSecond, b.PerSecond) })
+	m := sorted[(len(sorted)-1)/2]
+	if len(runs) > 1 {
+		m.Runs = make([]float64, len(runs))
+		for i, r := range runs {
+			m.Runs[i] = r.PerSecond
+		}
+	}
+	return m
 }
 
 // MemResult is the memory one node needs per active entity.
@@ -317,12 +342,20 @@ func (r *Report) WriteText(w io.Writer) error {
 			}
 		}
 		if len(rows) > 0 {
-			p.f("\n| mode | in flight | commands/s | vs bare | p50 | p99 | p99.9 | server CPU/cmd | broker CPU/cmd | server RSS | errors |\n")
-			p.f("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+			p.f("\n| mode | in flight | commands/s | vs bare | p50 | p99 | p99.9 | server CPU/cmd | broker CPU/cmd | records/txn | server RSS | errors |\n")
+			p.f("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 			for _, x := range rows {
-				p.f("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.Mode, x.Concurrency, FormatRate(x.PerSecond),
+				rate := FormatRate(x.PerSecond)
+				if len(x.Runs) > 1 {
+					rate += " (" + FormatRate(slices.Min(x.Runs)) + "–" + FormatRate(slices.Max(x.Runs)) + ")"
+				}
+				txn := "—"
+				if x.RecordsPerTxn > 0 {
+					txn = strconv.FormatFloat(x.RecordsPerTxn, 'f', 1, 64)
+				}
+				p.f("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", x.Mode, x.Concurrency, rate,
 					ratio(x.VsBare), FormatDuration(x.P50), FormatDuration(x.P99), FormatDuration(x.P999),
-					FormatDuration(x.ServerCPU), durOrDash(x.BrokerCPU), FormatBytes(float64(x.ServerRSS)), FormatErrors(x.Errors))
+					FormatDuration(x.ServerCPU), durOrDash(x.BrokerCPU), txn, FormatBytes(float64(x.ServerRSS)), FormatErrors(x.Errors))
 			}
 		}
 		var mems []MemResult

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,8 @@ func sampleReport() *Report {
 		Results: []Result{
 			{Mode: "bare", Broker: "embedded", Concurrency: 64, Commands: 100_000, Seconds: 20, PerSecond: 5000,
 				P50: 10 * time.Millisecond, P99: 30 * time.Millisecond, P999: 50 * time.Millisecond,
-				ServerCPU: 80 * time.Microsecond, BrokerCPU: 120 * time.Microsecond, ServerRSS: 40 << 20, Errors: map[string]uint64{}},
+				ServerCPU: 80 * time.Microsecond, BrokerCPU: 120 * time.Microsecond, ServerRSS: 40 << 20, Errors: map[string]uint64{},
+				RecordsPerTxn: 12.5, Runs: []float64{4500, 5000, 5200}},
 			{Mode: "es", Broker: "embedded", Concurrency: 64, Commands: 80_000, Seconds: 20, PerSecond: 4000,
 				P50: 12 * time.Millisecond, P99: 40 * time.Millisecond, P999: 90 * time.Millisecond,
 				ServerCPU: 200 * time.Microsecond, ServerRSS: 120 << 20, Errors: map[string]uint64{"Unavailable": 3, "DeadlineExceeded": 1}},
@@ -95,8 +97,8 @@ func TestWriteText(t *testing.T) {
 		"machine: 2 CPUs (Test CPU), 8.00 GiB memory, go1.26 linux/amd64",
 		"command: kstate bench --mode es,bare",
 		"### broker: embedded",
-		"| bare | 64 | 5,000 | — | 10.0 ms | 30.0 ms | 50.0 ms | 80.0 µs | 120 µs | 40.0 MiB | none |",
-		"| es | 64 | 4,000 | 0.80× | 12.0 ms | 40.0 ms | 90.0 ms | 200 µs | — | 120 MiB | DeadlineExceeded 1, Unavailable 3 |",
+		"| bare | 64 | 5,000 (4,500–5,200) | — | 10.0 ms | 30.0 ms | 50.0 ms | 80.0 µs | 120 µs | 12.5 | 40.0 MiB | none |",
+		"| es | 64 | 4,000 | 0.80× | 12.0 ms | 40.0 ms | 90.0 ms | 200 µs | — | — | 120 MiB | DeadlineExceeded 1, Unavailable 3 |",
 		"| remote | 10000 |",
 		"| 3 | 3s | 2 | 3 | 4.00 s | 6.00 s | 6.00 s | 0 | none |",
 		"| 16 | 100000 | 400 ms |",
@@ -139,6 +141,23 @@ func TestWriteJSONRoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), `"commands_per_sec": 4000`) {
 		t.Fatalf("JSON lacks commands_per_sec: %s", buf.String())
+	}
+}
+
+func TestMedian(t *testing.T) {
+	runs := []Result{{Mode: "es", PerSecond: 300, P50: 3}, {Mode: "es", PerSecond: 100, P50: 1}, {Mode: "es", PerSecond: 200, P50: 2}}
+	m := Median(runs)
+	if m.PerSecond != 200 || m.P50 != 2 || !slices.Equal(m.Runs, []float64{300, 100, 200}) {
+		t.Fatalf("Median = %+v", m)
+	}
+	if m := Median(runs[:2]); m.PerSecond != 100 {
+		t.Fatalf("Median of two = %v/s, want the lower 100", m.PerSecond)
+	}
+	if m := Median(runs[:1]); m.Runs != nil || m.PerSecond != 300 {
+		t.Fatalf("Median of one = %+v, want the run without Runs", m)
+	}
+	if m := Median(nil); m.Mode != "" {
+		t.Fatalf("Median(nil) = %+v", m)
 	}
 }
 
