@@ -123,7 +123,7 @@ errors by gRPC code, and the ratio to the bare reference.
 	f.IntVar(&o.repeat, "repeat", 1, "run the throughput modes this many times, interleaved, and report the median run")
 	f.IntVar(&o.failoverRounds, "failover-rounds", 5, "kill -9 rounds of the failover mode")
 	f.DurationVar(&o.sessionTimeout, "session-timeout", 3*time.Second, "group session timeout of the failover mode's nodes")
-	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the processes under test (and heap profiles of the mem mode) here")
+	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the processes under test (and heap and goroutine profiles of the mem mode) here")
 	f.StringVar(&o.workDir, "work-dir", "", "folder for the processes' data and logs (default: a temporary folder)")
 	f.BoolVar(&o.keep, "keep", false, "keep the work folder (data and logs) after the run")
 	f.StringVar(&o.exe, "exe", "", "kstate binary to start the processes under test from (default: this one)")
@@ -959,11 +959,12 @@ type memStats struct {
 }
 
 // fetchMemStats asks a process under `bench exec --debug-addr` to collect garbage, return free
-// memory to the OS and report; with heapProfile set it also writes a heap profile there.
-func fetchMemStats(ctx context.Context, debugAddr, heapProfile string) (memStats, error) {
+// memory to the OS and report; with profile set it also writes <profile>.heap.pprof and
+// <profile>.goroutine.pprof.
+func fetchMemStats(ctx context.Context, debugAddr, profile string) (memStats, error) {
 	u := "http://" + debugAddr + "/memstats"
-	if heapProfile != "" {
-		u += "?heapprofile=" + url.QueryEscape(heapProfile)
+	if profile != "" {
+		u += "?heapprofile=" + url.QueryEscape(profile+".heap.pprof") + "&goroutineprofile=" + url.QueryEscape(profile+".goroutine.pprof")
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -1019,7 +1020,7 @@ func (h *harness) runMem(ctx context.Context, variant string, n int) (bench.MemR
 		if h.o.profileDir == "" {
 			return ""
 		}
-		return filepath.Join(h.o.profileDir, fmt.Sprintf("%s-%d-%s-%s.heap.pprof", mode, n, tag, h.runID))
+		return filepath.Join(h.o.profileDir, fmt.Sprintf("%s-%d-%s-%s", mode, n, tag, h.runID))
 	}
 	before, err := fetchMemStats(ctx, debugAddr, profile("before"))
 	if err != nil {
@@ -1551,7 +1552,7 @@ func newBenchExecCmd() *cobra.Command {
 }
 
 // serveDebug serves /memstats on addr: it collects garbage, returns free memory to the OS, and
-// reports memStats; ?heapprofile=PATH also writes a heap profile.
+// reports memStats; ?heapprofile=PATH and ?goroutineprofile=PATH also write those profiles.
 func serveDebug(addr string) (func(), error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -1561,10 +1562,14 @@ func serveDebug(addr string) (func(), error) {
 	mux.HandleFunc("/memstats", func(w http.ResponseWriter, r *http.Request) {
 		runtime.GC()
 		debug.FreeOSMemory()
-		if path := r.URL.Query().Get("heapprofile"); path != "" {
+		for param, profile := range map[string]string{"heapprofile": "heap", "goroutineprofile": "goroutine"} {
+			path := r.URL.Query().Get(param)
+			if path == "" {
+				continue
+			}
 			f, err := os.Create(path)
 			if err == nil {
-				err = errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+				err = errors.Join(pprof.Lookup(profile).WriteTo(f, 0), f.Close())
 			}
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
