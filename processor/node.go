@@ -436,13 +436,17 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 		if ctx.Err() != nil {
 			return
 		}
+		// Fenced, or the outcome of a commit is unknown: take the partition again, fencing
+		// whoever holds it, and reload from the log — but only after a pause that lets the group
+		// tell a node that was paused or cut off that it no longer owns p (its heartbeat answers
+		// at once when it resumes). A node the group still assigns p to wins it back this way
+		// even from a zombie that re-fenced it; safety rests on the fence, never on this timing.
+		wait := max(backoff, time.Second)
 		if errors.Is(aerr, broker.ErrFenced) {
-			n.log.Warn("partition fenced by another owner; waiting for the group to revoke it", "partition", p, "error", aerr)
-			<-ctx.Done()
-			return
+			wait = max(backoff, n.cfg.Broker.SessionTimeout/2)
 		}
-		n.log.Warn("reacquiring partition", "partition", p, "error", aerr)
-		if !sleepCtx(ctx, backoff) {
+		n.log.Warn("reacquiring partition", "partition", p, "after", wait, "error", aerr)
+		if !sleepCtx(ctx, wait) {
 			return
 		}
 		backoff = min(backoff*2, 5*time.Second)

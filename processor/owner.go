@@ -423,7 +423,10 @@ func (o *owner) commit(batch []*write) error {
 		}
 		recs = []broker.Record{rec}
 	}
-	ctx, cancel := context.WithTimeout(o.ctx, o.n.cfg.Broker.TransactionTimeout)
+	// Not cancelled with the partition: a revocation waits for the transaction in flight so its
+	// outcome is known (a cancelled commit would be indefinite, and its commands unanswerable).
+	// The transaction timeout still bounds it; a paused node finds it expired.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(o.ctx), o.n.cfg.Broker.TransactionTimeout)
 	defer cancel()
 	committed, err := o.prod.Commit(ctx, recs)
 	if err != nil {
