@@ -322,7 +322,7 @@ func (a *Admin) check(ctx context.Context, specs map[string]TopicSpec, existing 
 	if len(existing) == 0 {
 		return nil
 	}
-	tds, err := a.adm.ListTopics(ctx, existing...)
+	tds, err := a.settledMetadata(ctx, existing)
 	if err != nil {
 		return fmt.Errorf("ensure topics: metadata: %w", err)
 	}
@@ -360,6 +360,34 @@ func (a *Admin) check(ctx context.Context, specs map[string]TopicSpec, existing 
 }
 
 // waitReady polls metadata until every topic has all its partitions with a leader.
+// settledMetadata returns the metadata of topics that exist, waiting while the brokers still
+// answer with a retriable error for any of them: a topic another node has just created is listed
+// before every broker knows it (UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE).
+func (a *Admin) settledMetadata(ctx context.Context, names []string) (kadm.TopicDetails, error) {
+	backoff := 20 * time.Millisecond
+	for {
+		tds, err := a.adm.ListTopics(ctx, names...)
+		if err != nil {
+			return nil, err
+		}
+		settled := true
+		for _, n := range names {
+			if td := tds[n]; td.Err != nil && kerr.IsRetriable(td.Err) {
+				settled = false
+			}
+		}
+		if settled {
+			return tds, nil
+		}
+		select {
+		case <-ctx.Done():
+			return tds, nil // let the caller report the topic's own error
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
 func (a *Admin) waitReady(ctx context.Context, names []string, specs map[string]TopicSpec) error {
 	backoff := 20 * time.Millisecond
 	for {
