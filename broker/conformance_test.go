@@ -590,3 +590,31 @@ func overlap(a, b []int32) bool {
 	}
 	return false
 }
+
+// TestEnsureTopicsConcurrently: nodes of an app start together and all ensure the same topics;
+// every one of them must succeed (one creates, the others find the topics while they settle).
+func TestEnsureTopicsConcurrently(t *testing.T) {
+	onEachBroker(t, func(t *testing.T, tg target) {
+		cfg := testConfig(t, tg)
+		specs := cfg.AppTopics(map[string]EntityKind{"race": EventSourced})
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		errs := make(chan error, 3)
+		for i := 0; i < 3; i++ {
+			go func() {
+				adm, err := NewAdmin(cfg)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer adm.Close()
+				errs <- adm.EnsureTopics(ctx, specs)
+			}()
+		}
+		for i := 0; i < 3; i++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("concurrent EnsureTopics: %v", err)
+			}
+		}
+	})
+}
