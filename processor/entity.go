@@ -216,7 +216,7 @@ func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedR
 		return fmt.Errorf("%w: snapshot without events", errCrashed)
 	}
 	recs, seq := d.records(r, rep)
-	if err := d.e.o.persist(r.ctx, recs); err != nil {
+	if err := d.e.o.persist(recs); err != nil {
 		// Not durable (or unknown): the user function's state has moved ahead of the log, so the
 		// stream is restarted from durable state.
 		r.finish(result{err: persistErr(err)})

@@ -393,7 +393,7 @@ func (o *owner) dispatch(r *request) {
 
 // persist hands records to the commit pipeline and waits until they are committed (or not).
 // An empty recs is a barrier that proves ownership when the read lease has run out.
-func (o *owner) persist(ctx context.Context, recs []broker.Record) error {
+func (o *owner) persist(recs []broker.Record) error {
 	if len(recs) == 0 && time.Since(time.Unix(0, o.lastCommit.Load())) < o.n.cfg.ReadLease {
 		return nil
 	}

@@ -135,7 +135,7 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 		}
 		recs = append(recs, rec)
 	}
-	if err := e.o.persist(r.ctx, recs); err != nil {
+	if err := e.o.persist(recs); err != nil {
 		r.finish(result{err: persistErr(err)})
 		return fmt.Errorf("persist: %w", err)
 	}
