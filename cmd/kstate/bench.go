@@ -1398,10 +1398,15 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 	}
 	rec := &recovery{lastOK: map[int32]time.Time{}, pending: map[int32]bool{}, done: make(chan struct{})}
 	var (
-		errMu sync.Mutex
-		count = func(err error) {
+		errMu   sync.Mutex
+		samples = map[string]string{} // the first error of each code, for the progress output
+		count   = func(err error) {
+			code := bench.Code(err)
 			errMu.Lock()
-			res.Errors[bench.Code(err)]++
+			res.Errors[code]++
+			if _, ok := samples[code]; !ok {
+				samples[code] = err.Error()
+			}
 			errMu.Unlock()
 		}
 	)
@@ -1485,6 +1490,9 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 	}
 	stopFollow()
 	bg.Wait()
+	for code, msg := range samples {
+		h.logf("failover: load errors %s (%d), first: %s", code, res.Errors[code], msg)
+	}
 	res.Summarize()
 	h.logf("failover: p50 %s, p99 %s, max %s over %d partitions", bench.FormatDuration(res.P50), bench.FormatDuration(res.P99),
 		bench.FormatDuration(res.Max), len(res.Samples))
