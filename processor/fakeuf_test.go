@@ -229,7 +229,6 @@ func (fs *bidiStream[I, O]) waitClosed(t *testing.T, within time.Duration) {
 	}
 }
 
-
 // actionServer records ActionProtocol calls and answers with what the test sends on call.out.
 type actionServer struct {
 	actionpb.UnimplementedActionProtocolServer
