@@ -78,6 +78,7 @@ type benchOpts struct {
 	repeat          int
 	failoverRounds  int
 	sessionTimeout  time.Duration
+	nodeArgs        []string
 	profileDir      string
 	workDir         string
 	keep            bool
@@ -123,6 +124,7 @@ errors by gRPC code, and the ratio to the bare reference.
 	f.IntVar(&o.repeat, "repeat", 1, "run the throughput modes this many times, interleaved, and report the median run")
 	f.IntVar(&o.failoverRounds, "failover-rounds", 5, "kill -9 rounds of the failover mode")
 	f.DurationVar(&o.sessionTimeout, "session-timeout", 3*time.Second, "group session timeout of the failover mode's nodes")
+	f.StringArrayVar(&o.nodeArgs, "node-arg", nil, "extra flag for every kstate node, repeatable (e.g. --node-arg=--commit-linger=2ms)")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the processes under test (and heap and goroutine profiles of the mem mode) here")
 	f.StringVar(&o.workDir, "work-dir", "", "folder for the processes' data and logs (default: a temporary folder)")
 	f.BoolVar(&o.keep, "keep", false, "keep the work folder (data and logs) after the run")
@@ -515,7 +517,7 @@ func (s *sut) nodeArgs(name, listen string, extra ...string) []string {
 		"--node-id", name,
 		"--data-dir", filepath.Join(s.dir, name),
 		"--log-level", "info",
-	}, extra...)
+	}, append(slices.Clone(s.h.o.nodeArgs), extra...)...)
 }
 
 // startNode starts a node serving on a free port and returns it with its address.
