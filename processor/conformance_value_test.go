@@ -232,8 +232,14 @@ func TestValueEntityConformance(t *testing.T) {
 		if r := wait(t, ch); r.err != nil || r.resp.GetMessage() != "from v-4" {
 			t.Fatalf("%v %v", r.resp, r.err)
 		}
-		if recs := stateTopic(t, n, "v-3"); len(recs) != 1 {
-			t.Fatalf("forwarding command's update not committed: %v", recs)
+		// Committed before the forward ran; poll only because a broker may publish a just
+		// committed transaction's markers to read_committed readers a moment later.
+		deadline := time.Now().Add(5 * time.Second)
+		for recs := stateTopic(t, n, "v-3"); len(recs) != 1; recs = stateTopic(t, n, "v-3") {
+			if time.Now().After(deadline) {
+				t.Fatalf("forwarding command's update not committed: %v", recs)
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 		}
 		vs.waitClosed(t, 2*time.Second)
 		vs2.waitClosed(t, 2*time.Second)
