@@ -309,7 +309,13 @@ func (c *cluster) readJournal(ctx context.Context, cfg broker.Config, parts []br
 // command applied twice, and state read back equal to the fold of the journal.
 func (c *cluster) check(t *testing.T, l *load) {
 	t.Helper()
+	// The brokers write a committed transaction's markers just after EndTxn returns: read until
+	// every acknowledged command is visible, or a deadline passes (then the check below fails).
 	entries := c.journal(t)
+	for deadline := time.Now().Add(10 * time.Second); !allAcked(entries, l) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond) // poll interval of a bounded wait
+		entries = c.journal(t)
+	}
 	byCart := map[string][]journalEntry{}
 	seen := map[string]int{}
 	for _, e := range entries {
@@ -380,3 +386,17 @@ func (c *cluster) check(t *testing.T, l *load) {
 }
 
 func statusCode(err error) string { return status.Code(err).String() }
+
+// allAcked reports whether every acknowledged command appears in entries.
+func allAcked(entries []journalEntry, l *load) bool {
+	have := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		have[e.cart+"/"+e.product] = true
+	}
+	for _, a := range l.acks {
+		if !have[a.cart+"/"+a.product] {
+			return false
+		}
+	}
+	return true
+}

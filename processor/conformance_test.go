@@ -187,6 +187,23 @@ func journal(t *testing.T, n *Node, pid string) []broker.Record {
 	return recs
 }
 
+// waitJournal polls (bounded) until the journal holds an event of entity id.
+func waitJournal(t *testing.T, n *Node, pid, id string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, r := range journal(t, n, pid) {
+			if string(r.Key) == id {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no committed event of %s in the journal", id)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
+}
+
 func seqOf(t *testing.T, r broker.Record) int64 {
 	v, ok := r.HeaderValue(kstatev1.HeaderSequence)
 	if !ok {
@@ -228,9 +245,16 @@ func TestEventSourcedConformance(t *testing.T) {
 			t.Fatalf("reply %v %v", r.resp, r.err)
 		}
 		var seqs []int64
-		for _, r := range journal(t, n, testPID) {
-			if string(r.Key) == "cart-1" {
-				seqs = append(seqs, seqOf(t, r))
+		deadline := time.Now().Add(5 * time.Second) // markers may trail EndTxn: poll, bounded
+		for len(seqs) < 6 && time.Now().Before(deadline) {
+			seqs = seqs[:0]
+			for _, r := range journal(t, n, testPID) {
+				if string(r.Key) == "cart-1" {
+					seqs = append(seqs, seqOf(t, r))
+				}
+			}
+			if len(seqs) < 6 {
+				time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 			}
 		}
 		if len(seqs) != 6 {
@@ -346,14 +370,10 @@ func TestEventSourcedConformance(t *testing.T) {
 		two := uf.next(t)
 		expectInit(t, two, esTwo, "effect")
 		expectCommand(t, two, 1, "Call")
-		// The side effect arrived: the event it follows must already be committed.
-		found := false
-		for _, r := range journal(t, n, testPID) {
-			found = found || string(r.Key) == "cart-5"
-		}
-		if !found {
-			t.Fatal("side effect ran before the command's event was committed")
-		}
+		// The side effect arrived: the event it follows must already be committed. (Polled,
+		// bounded: a broker writes a committed transaction's markers right after EndTxn
+		// returns, so read_committed readers may see it a moment later.)
+		waitJournal(t, n, testPID, "cart-5")
 		select {
 		case r := <-ch:
 			t.Fatalf("replied before the synchronous side effect finished: %v", r)
