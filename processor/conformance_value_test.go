@@ -69,7 +69,7 @@ func deleteState() *valueentitypb.ValueEntityAction {
 	return &valueentitypb.ValueEntityAction{Action: &valueentitypb.ValueEntityAction_Delete{Delete: &valueentitypb.ValueEntityDelete{}}}
 }
 
-func expectValueInit(t *testing.T, vs *valueStream, id string) *anypb.Any {
+func expectValueInit(t *testing.T, vs *ufValueStream, id string) *anypb.Any {
 	t.Helper()
 	init := vs.recv(t).GetInit()
 	if init == nil || init.GetServiceName() != valueService || init.GetEntityId() != id {
@@ -81,7 +81,7 @@ func expectValueInit(t *testing.T, vs *valueStream, id string) *anypb.Any {
 	return init.GetState().GetValue()
 }
 
-func expectValueCommand(t *testing.T, vs *valueStream, id int64) {
+func expectValueCommand(t *testing.T, vs *ufValueStream, id int64) {
 	t.Helper()
 	c := vs.recv(t).GetCommand()
 	if c == nil || c.GetId() != id || c.GetName() != "Process" {

@@ -57,7 +57,7 @@ func (o *owner) newEntity(k entityKey, svc *Service) *entity {
 // esDriver drives an event-sourced entity over EventSourced.handle.
 type esDriver struct {
 	e       *entity
-	stream  eventsourcedpb.EventSourced_HandleClient
+	stream  esStream
 	cancel  context.CancelFunc
 	counter uint64 // command ids handed to the user function on the current stream
 	lastSeq int64
@@ -120,10 +120,16 @@ func (d *esDriver) activate() error {
 		return fmt.Errorf("load from store: %w", err)
 	}
 	ctx, cancel := context.WithCancel(d.e.o.ctx)
-	stream, err := eventsourcedpb.NewEventSourcedClient(d.e.o.n.uf).Handle(ctx)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("open stream: %w", err)
+	var stream esStream
+	if sdkSrv := d.e.o.n.sdkSrv; sdkSrv != nil {
+		stream = &sessionStream[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]{s: sdkSrv.NewEventSourcedSession(ctx)}
+	} else {
+		s, err := eventsourcedpb.NewEventSourcedClient(d.e.o.n.uf).Handle(ctx)
+		if err != nil {
+			cancel()
+			return fmt.Errorf("open stream: %w", err)
+		}
+		stream = s
 	}
 	d.stream, d.cancel, d.counter = stream, cancel, 0
 	init := &eventsourcedpb.EventSourcedInit{ServiceName: d.e.svc.Name, EntityId: d.e.key.entityID}

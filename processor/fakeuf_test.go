@@ -27,7 +27,7 @@ type fakeUF struct {
 
 	spec         *cloudstatepb.EntitySpec
 	streams      chan *fakeStream
-	valueStreams chan *valueStream
+	valueStreams chan *ufValueStream
 	actions      chan *actionCall
 	errors       chan string
 	addr         string
@@ -46,8 +46,8 @@ type bidiStream[I, O any] struct {
 }
 
 type (
-	fakeStream  = bidiStream[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]
-	valueStream = bidiStream[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]
+	fakeStream    = bidiStream[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]
+	ufValueStream = bidiStream[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]
 )
 
 func (fs *bidiStream[I, O]) pending() int { return len(fs.in) }
@@ -109,7 +109,7 @@ func startFakeUF(t *testing.T, entities ...*cloudstatepb.Entity) *fakeUF {
 			},
 		},
 		streams:      make(chan *fakeStream, 16),
-		valueStreams: make(chan *valueStream, 16),
+		valueStreams: make(chan *ufValueStream, 16),
 		actions:      make(chan *actionCall, 16),
 		errors:       make(chan string, 16),
 	}
@@ -194,7 +194,7 @@ func (uf *fakeUF) noMoreInteractions(t *testing.T) {
 }
 
 // nextValue waits for kstate to open a new value entity stream.
-func (uf *fakeUF) nextValue(t *testing.T) *valueStream {
+func (uf *fakeUF) nextValue(t *testing.T) *ufValueStream {
 	t.Helper()
 	select {
 	case vs := <-uf.valueStreams:

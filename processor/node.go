@@ -75,6 +75,7 @@ type Node struct {
 	store   *partition.Store
 	uf      *grpc.ClientConn
 	ufSrv   *grpc.Server
+	sdkSrv  *sdk.Server // in-process entities: their sessions are called directly
 	cat     *Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
@@ -199,6 +200,7 @@ func (n *Node) connectUserFunction() error {
 		if err := srv.Register(n.inproc...); err != nil {
 			return fmt.Errorf("in-process entities: %w", err)
 		}
+		n.sdkSrv = srv
 		lis := bufconn.Listen(1 << 20)
 		n.ufSrv = grpc.NewServer()
 		srv.RegisterGRPC(n.ufSrv)

@@ -18,7 +18,7 @@ import (
 // topic in the partition's transaction, and the reply leaves after the commit.
 type valueDriver struct {
 	e       *entity
-	stream  valueentitypb.ValueEntity_HandleClient
+	stream  valueStream
 	cancel  context.CancelFunc
 	counter uint64
 }
@@ -39,10 +39,16 @@ func (d *valueDriver) activate() error {
 		return fmt.Errorf("load from store: %w", err)
 	}
 	ctx, cancel := context.WithCancel(e.o.ctx)
-	stream, err := valueentitypb.NewValueEntityClient(e.o.n.uf).Handle(ctx)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("open stream: %w", err)
+	var stream valueStream
+	if sdkSrv := e.o.n.sdkSrv; sdkSrv != nil {
+		stream = &sessionStream[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]{s: sdkSrv.NewValueSession(ctx)}
+	} else {
+		s, err := valueentitypb.NewValueEntityClient(e.o.n.uf).Handle(ctx)
+		if err != nil {
+			cancel()
+			return fmt.Errorf("open stream: %w", err)
+		}
+		stream = s
 	}
 	d.stream, d.cancel, d.counter = stream, cancel, 0
 	state := &valueentitypb.ValueEntityInitState{}
