@@ -1401,9 +1401,11 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 	rec := &recovery{lastOK: map[int32]time.Time{}, pending: map[int32]bool{}, done: make(chan struct{})}
 	var (
 		errMu   sync.Mutex
-		samples = map[string]string{} // the first error of each code, for the progress output
-		count   = func(err error) {
-			code := bench.Code(err)
+		samples = map[string]string{} // the first error of each kind, for the progress output
+		// phase names the part of a round an error happened in.
+		phase atomic.Value
+		count = func(err error) {
+			code := bench.Code(err) + " (" + phase.Load().(string) + ")"
 			errMu.Lock()
 			res.Errors[code]++
 			if _, ok := samples[code]; !ok {
@@ -1412,6 +1414,7 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 			errMu.Unlock()
 		}
 	)
+	phase.Store("steady")
 	// One probe per partition, back to back with a short deadline, and the background load.
 	for p := range h.o.partitions {
 		id := entityOf(fmt.Sprintf("probe-%d", p), p, h.o.partitions)
@@ -1457,11 +1460,14 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 		}); err != nil {
 			return res, fmt.Errorf("round %d: waiting for every node to own partitions and every partition to serve: %w", round+1, err)
 		}
+		phase.Store("steady")
 		victim := round % nodes
+		phase.Store("victim excluded")
 		excluded.Store(int32(victim))
 		time.Sleep(500 * time.Millisecond) // commands already sent through the victim finish
 		parts := view.ownedBy(names[victim])
 		killed := time.Now()
+		phase.Store("failover")
 		procs[victim].kill()
 		s.forget(procs[victim])
 		done := rec.arm(parts, killed)
@@ -1480,6 +1486,7 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 		h.logf("failover: round %d: %d partitions serve again, %d did not within 60s; recovery times so far: %v",
 			round+1, len(parts)-lost, lost, res.Samples)
 		// Bring the victim back (same id, data and address) for the next round.
+		phase.Store("victim restarting")
 		c, err := s.startServer(names[victim], "", args[victim]...)
 		if err != nil {
 			return res, err
@@ -1489,6 +1496,7 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 			return res, err
 		}
 		excluded.Store(-1)
+		phase.Store("victim rejoining")
 	}
 	stopFollow()
 	bg.Wait()
