@@ -266,10 +266,10 @@ func (r *Report) checkTargets() []Target {
 			out = append(out, Target{Broker: b, Name: name, Want: want, Measured: measured, Met: met})
 		}
 		if x, ok := r.result(b, "es"); ok && x.VsBare > 0 {
-			add("in-process Go entity vs bare reference", "≥ 0.70×", fmt.Sprintf("%.2f×", x.VsBare), x.VsBare >= 0.7)
+			add("in-process Go entity vs bare reference", "≥ 0.70×", fmt.Sprintf("%.3f×", x.VsBare), x.VsBare >= 0.7)
 		}
 		if x, ok := r.result(b, "es-remote"); ok && x.VsBare > 0 {
-			add("remote user function vs bare reference", "≥ 0.50×", fmt.Sprintf("%.2f×", x.VsBare), x.VsBare >= 0.5)
+			add("remote user function vs bare reference", "≥ 0.50×", fmt.Sprintf("%.3f×", x.VsBare), x.VsBare >= 0.5)
 		}
 		if x, ok := r.result(b, "seq"); ok && x.Commands > 0 {
 			add("one client in sequence, p50 (in-process)", "≤ 1 ms", FormatDuration(x.P50), x.P50 <= time.Millisecond)
@@ -299,10 +299,10 @@ func (r *Report) checkTargets() []Target {
 		}
 		es, okES := r.result(b, "es")
 		if x, ok := r.result(b, "value"); ok && okES && es.PerSecond > 0 {
-			add("value entity vs event-sourced throughput", "≥ 1.00×", fmt.Sprintf("%.2f×", x.PerSecond/es.PerSecond), x.PerSecond >= es.PerSecond)
+			add("value entity vs event-sourced throughput", "≥ 1.00×", fmt.Sprintf("%.3f×", x.PerSecond/es.PerSecond), x.PerSecond >= es.PerSecond)
 		}
 		if x, ok := r.result(b, "http"); ok && okES && es.PerSecond > 0 {
-			add("HTTP/JSON vs gRPC throughput", "≥ 0.60×", fmt.Sprintf("%.2f×", x.PerSecond/es.PerSecond), x.PerSecond >= 0.6*es.PerSecond)
+			add("HTTP/JSON vs gRPC throughput", "≥ 0.60×", fmt.Sprintf("%.3f×", x.PerSecond/es.PerSecond), x.PerSecond >= 0.6*es.PerSecond)
 		}
 	}
 	return out

@@ -102,8 +102,8 @@ func TestWriteText(t *testing.T) {
 		"| remote | 10000 |",
 		"| 3 | 3s | 2 | 3 | 4.00 s | 6.00 s | 6.00 s | 0 | none |",
 		"| 16 | 100000 | 400 ms |",
-		"| in-process Go entity vs bare reference | ≥ 0.70× | 0.80× | met |",
-		"| HTTP/JSON vs gRPC throughput | ≥ 0.60× | 0.50× | not met |",
+		"| in-process Go entity vs bare reference | ≥ 0.70× | 0.800× | met |",
+		"| HTTP/JSON vs gRPC throughput | ≥ 0.60× | 0.500× | not met |",
 		"### broker: 127.0.0.1:19292",
 	} {
 		if !strings.Contains(out, want) {
