@@ -69,6 +69,7 @@ type benchOpts struct {
 	concurrency     int
 	modes           []string
 	json            bool
+	jsonFile        string
 	broker          string
 	brokerPID       int
 	partitions      int32
@@ -115,6 +116,7 @@ errors by gRPC code, and the ratio to the bare reference.
 	f.IntVar(&o.concurrency, "concurrency", 64, "commands in flight")
 	f.StringSliceVar(&o.modes, "mode", []string{"all"}, "modes to run, repeatable or comma separated: all, "+strings.Join(benchModes, ", "))
 	f.BoolVar(&o.json, "json", false, "print the report as JSON")
+	f.StringVar(&o.jsonFile, "json-file", "", "also write the report as JSON to this file")
 	f.StringVar(&o.broker, "broker", "embedded", `"embedded" (a fresh embedded broker per mode) or the address of a Kafka broker`)
 	f.IntVar(&o.brokerPID, "broker-pid", 0, "pid of the --broker ADDR process, to report its CPU time and memory too")
 	f.Int32Var(&o.partitions, "partitions", 16, "partitions of the app's topics")
@@ -271,6 +273,15 @@ func runBench(ctx context.Context, o *benchOpts, args []string, out, errOut io.W
 		}
 	}
 	rep.Finish()
+	if o.jsonFile != "" {
+		var buf bytes.Buffer
+		if err := rep.WriteJSON(&buf); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonFile, buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
 	if o.json {
 		err = rep.WriteJSON(out)
 	} else {
