@@ -67,29 +67,40 @@ type GRPC struct {
 }
 
 // Info logs at debug (gRPC info is connection chatter).
-func (g GRPC) Info(args ...any)                    { g.L.Debug(strings.TrimSpace(fmt.Sprint(args...))) }
+func (g GRPC) Info(args ...any) { g.L.Debug(strings.TrimSpace(fmt.Sprint(args...))) }
+
 // Infoln logs at debug.
-func (g GRPC) Infoln(args ...any)                  { g.L.Debug(strings.TrimSpace(fmt.Sprintln(args...))) }
+func (g GRPC) Infoln(args ...any) { g.L.Debug(strings.TrimSpace(fmt.Sprintln(args...))) }
+
 // Infof logs at debug.
-func (g GRPC) Infof(format string, args ...any)    { g.L.Debug(fmt.Sprintf(format, args...)) }
+func (g GRPC) Infof(format string, args ...any) { g.L.Debug(fmt.Sprintf(format, args...)) }
+
 // Warning logs at warn.
-func (g GRPC) Warning(args ...any)                 { g.L.Warn(strings.TrimSpace(fmt.Sprint(args...))) }
+func (g GRPC) Warning(args ...any) { g.L.Warn(strings.TrimSpace(fmt.Sprint(args...))) }
+
 // Warningln logs at warn.
-func (g GRPC) Warningln(args ...any)               { g.L.Warn(strings.TrimSpace(fmt.Sprintln(args...))) }
+func (g GRPC) Warningln(args ...any) { g.L.Warn(strings.TrimSpace(fmt.Sprintln(args...))) }
+
 // Warningf logs at warn.
 func (g GRPC) Warningf(format string, args ...any) { g.L.Warn(fmt.Sprintf(format, args...)) }
+
 // Error logs at error.
-func (g GRPC) Error(args ...any)                   { g.L.Error(strings.TrimSpace(fmt.Sprint(args...))) }
+func (g GRPC) Error(args ...any) { g.L.Error(strings.TrimSpace(fmt.Sprint(args...))) }
+
 // Errorln logs at error.
-func (g GRPC) Errorln(args ...any)                 { g.L.Error(strings.TrimSpace(fmt.Sprintln(args...))) }
+func (g GRPC) Errorln(args ...any) { g.L.Error(strings.TrimSpace(fmt.Sprintln(args...))) }
+
 // Errorf logs at error.
-func (g GRPC) Errorf(format string, args ...any)   { g.L.Error(fmt.Sprintf(format, args...)) }
+func (g GRPC) Errorf(format string, args ...any) { g.L.Error(fmt.Sprintf(format, args...)) }
+
 // Fatal logs at error and exits.
-func (g GRPC) Fatal(args ...any)                   { g.L.Error(fmt.Sprint(args...)); os.Exit(1) }
+func (g GRPC) Fatal(args ...any) { g.L.Error(fmt.Sprint(args...)); os.Exit(1) }
+
 // Fatalln logs at error and exits.
-func (g GRPC) Fatalln(args ...any)                 { g.L.Error(fmt.Sprintln(args...)); os.Exit(1) }
+func (g GRPC) Fatalln(args ...any) { g.L.Error(fmt.Sprintln(args...)); os.Exit(1) }
+
 // Fatalf logs at error and exits.
-func (g GRPC) Fatalf(format string, args ...any)   { g.L.Error(fmt.Sprintf(format, args...)); os.Exit(1) }
+func (g GRPC) Fatalf(format string, args ...any) { g.L.Error(fmt.Sprintf(format, args...)); os.Exit(1) }
 
 // V reports whether verbosity level l is enabled; gRPC's verbose logs map to hclog trace.
 func (g GRPC) V(l int) bool { return g.L.IsTrace() }
