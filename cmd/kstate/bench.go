@@ -128,7 +128,7 @@ errors by gRPC code, and the ratio to the bare reference.
 	f.DurationVar(&o.sessionTimeout, "session-timeout", 3*time.Second, "group session timeout of the failover mode's nodes")
 	f.StringArrayVar(&o.nodeArgs, "node-arg", nil, "extra flag for every kstate node, repeatable (e.g. --node-arg=--commit-linger=2ms)")
 	f.StringVar(&o.profileDir, "profile-dir", "", "write CPU profiles of the processes under test (and heap and goroutine profiles of the mem mode) here")
-	f.StringVar(&o.workDir, "work-dir", "", "folder for the processes' data and logs (default: a temporary folder)")
+	f.StringVar(&o.workDir, "work-dir", "", "keep the processes' data and logs in a run-<id> folder here (default: a temporary folder, removed)")
 	f.BoolVar(&o.keep, "keep", false, "keep the work folder (data and logs) after the run")
 	f.StringVar(&o.exe, "exe", "", "kstate binary to start the processes under test from (default: this one)")
 	_ = f.MarkHidden("exe")
@@ -219,8 +219,12 @@ func runBench(ctx context.Context, o *benchOpts, args []string, out, errOut io.W
 		if h.dir, err = os.MkdirTemp("", "kstate-bench-"); err != nil {
 			return err
 		}
-	} else if err := os.MkdirAll(h.dir, 0o755); err != nil {
-		return err
+	} else {
+		// A folder of its own per run: two runs never share data directories or logs.
+		h.dir = filepath.Join(o.workDir, "run-"+h.runID)
+		if err := os.MkdirAll(h.dir, 0o755); err != nil {
+			return err
+		}
 	}
 	if o.keep || o.workDir != "" {
 		h.logf("work folder (data and logs): %s", h.dir)
