@@ -95,7 +95,7 @@ type Result struct {
 	// WarmupErrors counts failures during the warmup (not part of the measure).
 	WarmupErrors map[string]uint64 `json:"warmup_errors,omitempty"`
 	// VsBare is PerSecond divided by the bare reference's on the same broker at the same
-	// concurrency (0: no such bare run).
+	// concurrency (0: no such bare run); with repeated runs, the median of VsBareRuns.
 	VsBare float64 `json:"vs_bare,omitempty"`
 	// RecordsPerTxn is the journal's records per transaction over the whole run (warmup
 	// included): how much the group commit batches. 0: not measured.
@@ -103,6 +103,9 @@ type Result struct {
 	// Runs holds every run's commands/s when the mode ran several times (--repeat); the other
 	// fields are those of the median run.
 	Runs []float64 `json:"runs_commands_per_sec,omitempty"`
+	// VsBareRuns holds each round's ratio to the bare run of the same round; VsBare is then
+	// their median (the lower middle one for an even count).
+	VsBareRuns []float64 `json:"vs_bare_runs,omitempty"`
 }
 
 // Median returns the run with the median throughput (the lower one of the middle two for an
@@ -220,8 +223,21 @@ func (r *Report) Finish() {
 	for i := range r.Results {
 		x := &r.Results[i]
 		// Throughputs compare only at the same number of commands in flight (not seq's one).
-		if b, ok := bare[x.Broker]; ok && b.PerSecond > 0 && x.Mode != "bare" && x.Concurrency == b.Concurrency {
-			x.VsBare = x.PerSecond / b.PerSecond
+		b, ok := bare[x.Broker]
+		if !ok || b.PerSecond <= 0 || x.Mode == "bare" || x.Concurrency != b.Concurrency {
+			continue
+		}
+		x.VsBare = x.PerSecond / b.PerSecond
+		if len(x.Runs) > 1 && len(x.Runs) == len(b.Runs) {
+			// Repeated runs alternate with the bare reference's: compare each with the bare run
+			// of its own round (the same spell of a shared machine), and take the median.
+			x.VsBareRuns = make([]float64, len(x.Runs))
+			for i := range x.Runs {
+				x.VsBareRuns[i] = x.Runs[i] / b.Runs[i]
+			}
+			sorted := slices.Clone(x.VsBareRuns)
+			slices.Sort(sorted)
+			x.VsBare = sorted[(len(sorted)-1)/2]
 		}
 	}
 	r.Targets = r.checkTargets()

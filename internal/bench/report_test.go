@@ -87,6 +87,22 @@ func TestFinishRatiosAndTargets(t *testing.T) {
 	}
 }
 
+func TestVsBareByRound(t *testing.T) {
+	r := &Report{Results: []Result{
+		{Mode: "bare", Broker: "b", Concurrency: 64, PerSecond: 9000, Runs: []float64{10000, 5000, 9000}},
+		{Mode: "es", Broker: "b", Concurrency: 64, PerSecond: 4000, Runs: []float64{7000, 4000, 3000}},
+	}}
+	r.Finish()
+	es := r.Results[1]
+	want := []float64{0.7, 0.8, 3000.0 / 9000}
+	if !slices.Equal(es.VsBareRuns, want) {
+		t.Fatalf("VsBareRuns = %v, want %v", es.VsBareRuns, want)
+	}
+	if es.VsBare != 0.7 {
+		t.Fatalf("VsBare = %v, want the median round ratio 0.7 (not 4000/9000)", es.VsBare)
+	}
+}
+
 func TestWriteText(t *testing.T) {
 	var buf bytes.Buffer
 	if err := sampleReport().WriteText(&buf); err != nil {
