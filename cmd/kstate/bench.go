@@ -132,7 +132,7 @@ errors by gRPC code, and the ratio to the bare reference.
 	f.BoolVar(&o.keep, "keep", false, "keep the work folder (data and logs) after the run")
 	f.StringVar(&o.exe, "exe", "", "kstate binary to start the processes under test from (default: this one)")
 	_ = f.MarkHidden("exe")
-	cmd.AddCommand(newBenchExecCmd(), newBenchUserFunctionCmd(lo), newBenchRefServerCmd(lo), newBenchBrokerCmd(lo))
+	cmd.AddCommand(newBenchExecCmd(), newBenchUserFunctionCmd(lo), newBenchRefServerCmd(lo), newBenchBrokerCmd(lo), newBenchReportCmd())
 	return cmd
 }
 
@@ -276,6 +276,7 @@ func runBench(ctx context.Context, o *benchOpts, args []string, out, errOut io.W
 			fail(mode, err)
 		}
 	}
+	rep.Machine.LoadEnd, _ = bench.LoadAverage()
 	rep.Finish()
 	if o.jsonFile != "" {
 		var buf bytes.Buffer
@@ -1524,7 +1525,58 @@ func (h *harness) runFailover(ctx context.Context) (bench.FailoverResult, error)
 	return res, nil
 }
 
-// --- hidden helpers: exec, user-function ------------------------------------------------------
+// --- hidden helpers: report, exec, user-function ----------------------------------------------
+
+// newBenchReportCmd is `kstate bench report FILE...`: it reads reports written by --json or
+// --json-file, merges them (the machine of the first, the results of all), checks the targets
+// again and prints the tables (or JSON).
+func newBenchReportCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:    "report FILE.json...",
+		Short:  "Print reports of earlier runs, merged, as tables",
+		Hidden: true,
+		Args:   cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			merged, err := mergeReports(files)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return merged.WriteJSON(cmd.OutOrStdout())
+			}
+			return merged.WriteText(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the merged report as JSON")
+	return cmd
+}
+
+// mergeReports reads JSON reports and merges them into one, targets checked again.
+func mergeReports(files []string) (*bench.Report, error) {
+	var merged *bench.Report
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var r bench.Report
+		if err := json.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if merged == nil {
+			merged = &r
+			continue
+		}
+		merged.Args = append(append(merged.Args, "+"), r.Args...)
+		merged.Results = append(merged.Results, r.Results...)
+		merged.Memory = append(merged.Memory, r.Memory...)
+		merged.Failover = append(merged.Failover, r.Failover...)
+		merged.Restore = append(merged.Restore, r.Restore...)
+	}
+	merged.Finish()
+	return merged, nil
+}
 
 // newBenchExecCmd is `kstate bench exec [--cpuprofile F] [--debug-addr A] -- ARGS...`: it runs
 // `kstate ARGS...` in this process, with a CPU profile and/or a memory statistics endpoint.

@@ -211,9 +211,8 @@ type Target struct {
 }
 
 // Finish computes every result's ratio to the bare reference of its broker and checks the
-// targets that the run measured.
+// targets that the run measured. It may be called again on a report read back from JSON.
 func (r *Report) Finish() {
-	r.Machine.LoadEnd, _ = LoadAverage()
 	bare := map[string]Result{}
 	for _, x := range r.Results {
 		if x.Mode == "bare" {
