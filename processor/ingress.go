@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -155,6 +156,8 @@ func (in *Ingress) ServerOptions() []grpc.ServerOption {
 		grpc.MaxSendMsgSize(in.lim.MaxSendBytes),
 		grpc.MaxConcurrentStreams(in.lim.MaxConcurrentStreams),
 		grpc.UnknownServiceHandler(in.Handler()),
+		// Reuse stream goroutines rather than start (and grow the stack of) one per request.
+		grpc.NumStreamWorkers(uint32(2 * runtime.GOMAXPROCS(0))),
 	}
 }
 

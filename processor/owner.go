@@ -239,6 +239,7 @@ func (o *owner) run() {
 		pendingN   int
 		committing bool
 		commitDone = make(chan commitOutcome, 1)
+		commitReq  = make(chan []*write)
 		linger     *time.Timer
 		lingerC    <-chan time.Time
 	)
@@ -256,12 +257,17 @@ func (o *owner) run() {
 		pending = append([]*write(nil), pending[n:]...)
 		pendingN -= recs
 		committing = true
-		o.wg.Add(1)
-		go func() {
-			defer o.wg.Done()
-			commitDone <- commitOutcome{writes: batch, err: o.commit(batch)}
-		}()
+		commitReq <- batch // the committer is idle: committing was false
 	}
+	// One long-lived committer goroutine per partition (not one per transaction: a fresh
+	// goroutine would grow its stack through the Kafka client and Pebble every time).
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		for batch := range commitReq {
+			commitDone <- commitOutcome{writes: batch, err: o.commit(batch)}
+		}
+	}()
 	defer func() {
 		o.cancel()
 		// Whatever is in flight learns its real outcome; whatever is not yet in a transaction is
@@ -272,6 +278,7 @@ func (o *owner) run() {
 				w.done <- out.err
 			}
 		}
+		close(commitReq)
 		for _, w := range pending {
 			w.done <- ErrNotOwner
 		}
