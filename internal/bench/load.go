@@ -137,12 +137,18 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 			defer wg.Done()
 			for runCtx.Err() == nil && phase.Load() != phaseDone {
 				s := seq.Add(1) - 1
+				// An operation belongs to the phase it started in: one that began in the warmup
+				// and ends in the window is not measured (nor is its error).
+				ph := phase.Load()
 				opCtx, cancel := context.WithTimeout(runCtx, cfg.OpTimeout)
 				start := time.Now()
 				err := cfg.Op(opCtx, i, s)
 				d := time.Since(start)
 				cancel()
-				switch phase.Load() {
+				if phase.Load() == phaseDone {
+					ph = phaseDone // the window closed while it ran: not counted
+				}
+				switch ph {
 				case phaseWarmup:
 					if err != nil && runCtx.Err() == nil {
 						w.warmup[classify(err)]++
