@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -136,6 +137,33 @@ func values(recs []Record) []string {
 	return out
 }
 
+// settle waits (bounded) until a partition's read_committed end equals its high watermark: Kafka
+// writes a committed transaction's markers just after EndTxn returns, so a read right after a
+// commit may otherwise stop short of it. Use it only where no transaction is meant to be open.
+func settle(t *testing.T, cfg Config, topic string, p int32) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx := ctxFor(t, 30*time.Second)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		hw, err1 := adm.ListEndOffsets(ctx, topic)
+		lso, err2 := adm.ListCommittedOffsets(ctx, topic)
+		if err1 == nil && err2 == nil {
+			h, ok1 := hw.Lookup(topic, p)
+			l, ok2 := lso.Lookup(topic, p)
+			if ok1 && ok2 && h.Err == nil && l.Err == nil && h.Offset == l.Offset {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
+	}
+	t.Fatalf("%s/%d: read_committed end never reached the high watermark", topic, p)
+}
+
 func mustRead(t *testing.T, cfg Config, parts ...TopicPartitionFrom) ([]Record, map[string]int64) {
 	t.Helper()
 	var recs []Record
@@ -219,6 +247,7 @@ func TestConformanceTransactionsVisibility(t *testing.T) {
 		}
 		committed = append(committed, last...)
 
+		settle(t, cfg, events, 1)
 		got, next := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 1, From: 0})
 		if want := values(committed); !slices.Equal(values(got), want) {
 			t.Fatalf("read_committed ReadToEnd: %v, want %v", values(got), want)
@@ -302,6 +331,8 @@ func TestConformanceFencing(t *testing.T) {
 		if _, err := b.Commit(ctx, []Record{rec(events, 2, "k", "b-1")}); err != nil {
 			t.Fatal(err)
 		}
+		settle(t, cfg, events, 2)
+		settle(t, cfg, cfg.OwnersTopic(), 0)
 		got, _ := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 2, From: -1})
 		if want := []string{"a-1", "b-1"}; !slices.Equal(values(got), want) {
 			t.Fatalf("log %v, want %v: the zombie's writes must never be visible", values(got), want)
@@ -406,6 +437,7 @@ func TestConformanceReadToEndStopsAtLSO(t *testing.T) {
 		if err := x.EndTransaction(ctx, kgo.TryCommit); err != nil {
 			t.Fatal(err)
 		}
+		settle(t, cfg, events, 0)
 		got, next2 := mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: next[events]})
 		if !slices.Equal(values(got), []string{"x1", "y1"}) || next2[events] <= got[1].Offset+1 {
 			t.Fatalf("after commit: read %v next %d", values(got), next2[events])
@@ -426,9 +458,17 @@ func TestConformanceReadToEndStopsAtLSO(t *testing.T) {
 		if !slices.Equal(during, []string{"c1", "x1", "y1"}) || next3[events] != next2[events] {
 			t.Fatalf("read %v to %d while committing; want [c1 x1 y1] to %d", during, next3[events], next2[events])
 		}
-		got, _ = mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: next3[events]})
-		if !slices.Equal(values(got), []string{"late"}) {
-			t.Fatalf("the late record: %v", values(got))
+		// Kafka writes a committed transaction's markers just after EndTxn returns, so the late
+		// record may reach read_committed readers a moment later: poll, bounded.
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			got, _ = mustRead(t, cfg, TopicPartitionFrom{Topic: events, Partition: 0, From: next3[events]})
+			if slices.Equal(values(got), []string{"late"}) {
+				break
+			}
+			if len(got) != 0 || time.Now().After(deadline) {
+				t.Fatalf("the late record: %v", values(got))
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval of a bounded wait
 		}
 
 		// An error from fn stops the read and is returned.
