@@ -38,10 +38,24 @@ type Config struct {
 	// EntityQueue is the number of commands that may wait for one entity before new ones get
 	// RESOURCE_EXHAUSTED. Default 1024.
 	EntityQueue int
-	// ReadLease is how long after a successful commit a partition answers commands that emit no
-	// events without first proving ownership with a barrier transaction (RELIABILITY.md F2).
-	// Default: a third of the group session timeout.
+	// MaxActiveEntities bounds the active entities of one partition; when a new one must start,
+	// the least recently used idle one is passivated (and if all are busy, the command gets
+	// RESOURCE_EXHAUSTED). Default 10000.
+	MaxActiveEntities int
+	// MaxRecordBytes is the largest record a command may write (its encoded key, value and
+	// headers plus framing). A command whose event or state is larger fails alone with
+	// INVALID_ARGUMENT and never enters a transaction. Default 1,000,000 bytes, under the
+	// producer's batch limit and Kafka's default max.message.bytes (1,048,588).
+	MaxRecordBytes int
+	// ReadLease is how long after a transaction was sent (and then committed) a partition answers
+	// commands that emit no events without first proving ownership with a barrier transaction
+	// (RELIABILITY.md F2). A new owner answers nothing until ReadLease+LeaseMargin after its fence,
+	// so a fenced old owner's lease has run out by then. Default: a third of the group session
+	// timeout; negative disables the lease (every such command commits a barrier first).
 	ReadLease time.Duration
+	// LeaseMargin covers clock-rate drift and scheduling delay between nodes in the lease rule.
+	// Default 100ms plus 5% of ReadLease.
+	LeaseMargin time.Duration
 	// MaxRecvBytes limits one request message. Default 4 MiB.
 	MaxRecvBytes int
 	// AllowProtocolMismatch accepts user functions that report another protocol version.
@@ -94,6 +108,12 @@ func (c *Config) Validate() error {
 	if c.EntityQueue <= 0 {
 		c.EntityQueue = 1024
 	}
+	if c.MaxActiveEntities <= 0 {
+		c.MaxActiveEntities = 10000
+	}
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = 1_000_000
+	}
 	if c.MaxRecvBytes <= 0 {
 		c.MaxRecvBytes = 4 << 20
 	}
@@ -103,8 +123,11 @@ func (c *Config) Validate() error {
 	if err := c.Broker.Validate(); err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
-	if c.ReadLease <= 0 {
+	if c.ReadLease == 0 {
 		c.ReadLease = c.Broker.SessionTimeout / 3
+	}
+	if c.LeaseMargin <= 0 {
+		c.LeaseMargin = 100*time.Millisecond + max(c.ReadLease, 0)/20
 	}
 	return nil
 }

@@ -264,12 +264,19 @@ func (in *Ingress) serve(ss grpc.ServerStream) error {
 
 // entityID checks a request payload against the method's input type and returns its entity id.
 func (in *Ingress) entityID(m *Method, payload []byte) (string, error) {
+	return extractEntityID(m, payload, in.lim.MaxEntityIDBytes)
+}
+
+// extractEntityID is the one entity-id check of every entry — client ingress, node-to-node
+// Forward, forward and side-effect targets: the payload decodes as the method's input, and a keyed
+// kind's id is non-empty, valid UTF-8 and at most maxLen bytes.
+func extractEntityID(m *Method, payload []byte, maxLen int) (string, error) {
 	id, err := m.ExtractEntityID(payload)
 	if err != nil {
 		return "", err
 	}
-	if len(id) > in.lim.MaxEntityIDBytes {
-		return "", fmt.Errorf("%w: entity key of %s is %d bytes long, more than the %d allowed", ErrInvalidArgument, m.Input.FullName(), len(id), in.lim.MaxEntityIDBytes)
+	if len(id) > maxLen {
+		return "", fmt.Errorf("%w: entity key of %s is %d bytes long, more than the %d allowed", ErrInvalidArgument, m.Input.FullName(), len(id), maxLen)
 	}
 	return id, nil
 }

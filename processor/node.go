@@ -405,12 +405,10 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 		n.mu.Unlock()
 		aerr := o.acquire(ctx)
 		if aerr == nil {
-			go func() {
-				<-ctx.Done()
-				o.cancel()
-			}()
+			stop := context.AfterFunc(ctx, o.cancel) // revocation stops the partition
 			n.setRestored(p, true)
 			o.run()
+			stop()
 			n.setRestored(p, false)
 			aerr = o.stopErr
 		} else {

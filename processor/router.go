@@ -151,13 +151,28 @@ type nodeService struct {
 	n *Node
 }
 
+// Forward validates a forwarded command exactly as the client ingress does — another node's
+// request is as untrusted as a client's — then runs it on the local partition.
 func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest) (*kstatev1.ForwardResponse, error) {
 	n := s.n
 	m, ok := n.cat.Method("/" + req.GetService() + "/" + req.GetMethod())
 	if !ok {
 		return nil, status.Errorf(codes.Unimplemented, "unknown method %s/%s", req.GetService(), req.GetMethod())
 	}
-	p := broker.Partition([]byte(req.GetEntityId()), n.cfg.Broker.Partitions)
+	if k := m.Service.Kind; k != EventSourced && k != Value {
+		return nil, status.Errorf(codes.InvalidArgument, "method %s is a %s method; only event-sourced and value entity commands are forwarded between nodes", m.FullName, k)
+	}
+	id, err := extractEntityID(m, req.GetPayload(), DefaultMaxEntityIDBytes)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	if id != req.GetEntityId() {
+		return nil, status.Errorf(codes.InvalidArgument, "entity_id %q does not match the entity key %q of the payload", req.GetEntityId(), id)
+	}
+	p := broker.Partition([]byte(id), n.cfg.Broker.Partitions)
+	if req.GetPartition() != p {
+		return nil, status.Errorf(codes.InvalidArgument, "entity %q is in partition %d of %d here, not %d: do all nodes of the app use the same partition count?", id, p, n.cfg.Broker.Partitions, req.GetPartition())
+	}
 	o := n.localOwner(p)
 	if o == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
@@ -255,11 +270,13 @@ func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payl
 	if want := TypeURL(m.Input); typeURL != "" && !sameType(typeURL, want) {
 		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s carries %s, want %s", m.FullName, typeURL, want)
 	}
-	msg, err := m.Decode(payload)
+	id, err := extractEntityID(m, payload, DefaultMaxEntityIDBytes)
 	if err != nil {
+		// The user function named a target it cannot address (a malformed payload, empty key
+		// fields): a protocol error of the function, never a command that reaches a journal.
 		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s: %v", m.FullName, err)
 	}
-	return payload, m, m.EntityID(msg), nil
+	return payload, m, id, nil
 }
 
 // sameType compares type URLs by the message name after the last '/'.
