@@ -304,4 +304,3 @@ func (d *esDriver) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([
 	}
 	return recs, seq
 }
-

@@ -152,11 +152,11 @@ type Outcome int
 
 // Transaction outcomes, as the shell classifies the broker's answer.
 const (
-	Committed Outcome = iota
-	Aborted           // nothing visible; the producer is usable
-	Fenced            // another producer owns the partition
-	Indefinite        // the outcome is unknown
-	StorageFailed     // committed, but the local store could not apply it
+	Committed     Outcome = iota
+	Aborted               // nothing visible; the producer is usable
+	Fenced                // another producer owns the partition
+	Indefinite            // the outcome is unknown
+	StorageFailed         // committed, but the local store could not apply it
 )
 
 // Dispatch hands a command to its entity. Activate means a new incarnation of the entity must be

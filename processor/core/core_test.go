@@ -329,7 +329,7 @@ func TestMaxActiveEntitiesPassivatesLRU(t *testing.T) {
 	h.command(0, cmd(1, "a"), "dispatch 1>a+")
 	h.command(0, cmd(2, "b"), "dispatch 2>b+")
 	h.command(0, cmd(3, "c"), "answer 3:overloaded") // both busy
-	h.done(1, 2, false, "-")                          // b idle first
+	h.done(1, 2, false, "-")                         // b idle first
 	h.done(2, 1, false, "-")
 	h.command(3, cmd(4, "c"), "dispatch 4>c+ | passivate b")
 	h.command(4, cmd(5, "a"), "dispatch 5>a")
