@@ -514,3 +514,47 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// TopicMeta is what the runtime needs to know of an existing topic before it trusts a stored
+// image of one of its partitions, or sizes a record for it.
+type TopicMeta struct {
+	// ID is the topic's incarnation: a topic deleted and created again has a new id.
+	ID [16]byte
+	// Compacted reports a cleanup.policy that includes compact.
+	Compacted bool
+	// DeleteRetention is delete.retention.ms: how long compaction keeps a tombstone.
+	DeleteRetention time.Duration
+	// MaxMessageBytes is max.message.bytes: the largest record batch the topic accepts.
+	MaxMessageBytes int
+}
+
+// TopicMetas describes the named topics; a topic that does not exist is an error.
+func (a *Admin) TopicMetas(ctx context.Context, names []string) (map[string]TopicMeta, error) {
+	tds, err := a.adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, a.cfg.hint(fmt.Errorf("describe topics: %w", err))
+	}
+	rcs, err := a.adm.DescribeTopicConfigs(ctx, names...)
+	if err != nil {
+		return nil, a.cfg.hint(fmt.Errorf("describe topic configs: %w", err))
+	}
+	out := make(map[string]TopicMeta, len(names))
+	for _, name := range names {
+		td, ok := tds[name]
+		if !ok || td.Err != nil {
+			return nil, fmt.Errorf("describe topic %s: %v", name, td.Err)
+		}
+		m := TopicMeta{ID: td.ID, DeleteRetention: 24 * time.Hour, MaxMessageBytes: 1048588}
+		if rc, err := rcs.On(name, nil); err == nil && rc.Err == nil {
+			m.Compacted = strings.Contains(configValue(rc, "cleanup.policy", "delete"), "compact")
+			if ms, err := strconv.ParseInt(configValue(rc, "delete.retention.ms", "86400000"), 10, 64); err == nil && ms >= 0 {
+				m.DeleteRetention = time.Duration(ms) * time.Millisecond
+			}
+			if b, err := strconv.Atoi(configValue(rc, "max.message.bytes", "1048588")); err == nil && b > 0 {
+				m.MaxMessageBytes = b
+			}
+		}
+		out[name] = m
+	}
+	return out, nil
+}

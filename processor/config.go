@@ -19,8 +19,9 @@ type Config struct {
 	// ListenAddr is where the node serves gRPC (user services, reflection, health, node-to-node
 	// forwarding). Default ":9000", Cloudstate's proxy port.
 	ListenAddr string
-	// AdvertiseAddr is the address other nodes use to forward commands here. Default: ListenAddr with
-	// an empty host replaced by 127.0.0.1.
+	// AdvertiseAddr is the address other nodes use to forward commands here. Default: ListenAddr
+	// with an empty or wildcard host replaced by 127.0.0.1 when every broker is on this machine,
+	// else by the host's first non-loopback IPv4 address.
 	AdvertiseAddr string
 	// DataDir holds the node's Pebble store. Required.
 	DataDir string
@@ -99,6 +100,14 @@ func (c *Config) Validate() error {
 		}
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "127.0.0.1"
+			if !allLoopback(c.Broker.Brokers) {
+				// Other nodes of a real cluster cannot reach our loopback address.
+				ip, err := firstHostIP()
+				if err != nil {
+					return fmt.Errorf("processor: the brokers are remote, so other nodes must reach this one: set AdvertiseAddr (--advertise host:port): %w", err)
+				}
+				host = ip
+			}
 		}
 		c.AdvertiseAddr = net.JoinHostPort(host, port)
 	}
@@ -130,4 +139,35 @@ func (c *Config) Validate() error {
 		c.LeaseMargin = 100*time.Millisecond + max(c.ReadLease, 0)/20
 	}
 	return nil
+}
+
+// allLoopback reports whether every broker address is on this machine (or none is given).
+func allLoopback(brokers []string) bool {
+	for _, b := range brokers {
+		host, _, err := net.SplitHostPort(b)
+		if err != nil {
+			host = b
+		}
+		if host == "localhost" {
+			continue
+		}
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+// firstHostIP returns the first non-loopback unicast IPv4 address of the host's interfaces.
+func firstHostIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", errors.New("the host has no non-loopback IPv4 address")
 }

@@ -83,6 +83,7 @@ type Node struct {
 	httpSrv *http.Server
 	health  *health.Server
 	group   *broker.Group
+	adm     *broker.Admin
 	owners  *ownerTable
 	cmdSeq  atomic.Uint64
 	boot    string // random per process
@@ -176,9 +177,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := broker.Follow(n.ctx, n.cfg.Broker, n.cfg.Broker.OwnersTopic(), n.owners.apply); err != nil && n.ctx.Err() == nil {
-			n.log.Error("owners topic follower stopped", "error", err)
-		}
+		n.followOwners()
 	}()
 	g, err := broker.JoinGroup(n.ctx, n.cfg.Broker, n.cfg.NodeID, broker.GroupCallbacks{
 		Assigned: n.assigned,
@@ -192,6 +191,28 @@ func (n *Node) Start(ctx context.Context) error {
 	ok = true
 	n.log.Info("node started", "addr", n.Addr(), "advertise", n.cfg.AdvertiseAddr, "services", len(cat.Services()))
 	return nil
+}
+
+// followOwners keeps the routing table following the owners topic for the node's lifetime: a
+// fetch error restarts the follower (from the start of the compacted topic) after a backoff,
+// so routing never freezes.
+func (n *Node) followOwners() {
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := broker.Follow(n.ctx, n.cfg.Broker, n.cfg.Broker.OwnersTopic(), n.owners.apply)
+		if n.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		n.log.Warn("owners topic follower failed; restarting", "error", err, "after", backoff)
+		if !sleepCtx(n.ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
 }
 
 func (n *Node) connectUserFunction() error {
@@ -247,7 +268,7 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer adm.Close()
+	n.adm = adm // kept: partitions describe their topics when they are acquired
 	if err := adm.EnsureTopics(ctx, n.cfg.Broker.AppTopics(kinds)); err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
@@ -319,7 +340,19 @@ func (n *Node) Close() error {
 		_ = n.httpSrv.Close()
 	}
 	if n.srv != nil {
-		n.srv.Stop()
+		// Let calls in flight finish (their partitions are gone, so they end quickly with
+		// UNAVAILABLE or their result), but never wait longer than a few seconds.
+		stopped := make(chan struct{})
+		go func() {
+			n.srv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			n.srv.Stop()
+			<-stopped
+		}
 	}
 	if n.split != nil {
 		n.split.wg.Wait()
@@ -333,6 +366,9 @@ func (n *Node) Close() error {
 	}
 	n.conns.closeAll()
 	n.wg.Wait()
+	if n.adm != nil {
+		n.adm.Close()
+	}
 	var err error
 	if n.store != nil {
 		err = n.store.Close()

@@ -92,6 +92,11 @@ type owner struct {
 	wg     sync.WaitGroup // entity goroutines and the committer
 
 	fencedAt time.Time // when the fence of acquire completed
+
+	// set by acquire, then used by the committer goroutine only
+	maxRecordBytes int
+	topicIDs       map[string][16]byte
+	lineageAt      time.Time
 	stopErr  error     // why run returned, read after done is closed
 	done     chan struct{}
 
@@ -116,7 +121,6 @@ func newOwner(n *Node, p int32, prod *broker.TxnProducer) *owner {
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
-		core:     core.New(n.coreConfig()),
 		entities: make(map[entityKey]*entity),
 		reqs:     make(map[core.CmdID]*request),
 		pending:  make(map[core.CmdID]*write),
@@ -160,6 +164,10 @@ func (o *owner) acquire(ctx context.Context) error {
 	if _, err := o.prod.Commit(ctx, []broker.Record{rec}); err != nil {
 		return fmt.Errorf("partition %d: publish ownership: %w", o.p, err)
 	}
+	if err := o.checkLineage(ctx); err != nil {
+		return fmt.Errorf("partition %d: %w", o.p, err)
+	}
+	restoreStart := time.Now()
 	n, err := o.restore(ctx)
 	if errors.Is(err, broker.ErrOffsetOutOfRange) {
 		// Our checkpoint is outside the topic's log (the topic was recreated or truncated):
@@ -173,8 +181,59 @@ func (o *owner) acquire(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: restore: %w", o.p, err)
 	}
+	// The image is in step with the log as of the restore's start.
+	if err := o.setLineage(restoreStart); err != nil {
+		return fmt.Errorf("partition %d: %w", o.p, err)
+	}
 	o.log.Info("partition acquired", "restored_records", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// checkLineage discards the partition's stored image when it may not be continued from its
+// checkpoints — a topic was recreated, or the image is older than a compacted topic's
+// delete.retention.ms, so deletes may have been compacted away (partition.Continuable) — and
+// learns the topics' record size limit.
+func (o *owner) checkLineage(ctx context.Context) error {
+	names := make([]string, 0, len(o.n.topics))
+	for t := range o.n.topics {
+		names = append(names, t)
+	}
+	metas, err := o.n.adm.TopicMetas(ctx, names)
+	if err != nil {
+		return err
+	}
+	ids := make(map[string][16]byte, len(metas))
+	retention := make(map[string]time.Duration)
+	o.maxRecordBytes = o.n.cfg.MaxRecordBytes
+	for t, m := range metas {
+		ids[t] = m.ID
+		if m.Compacted {
+			retention[t] = m.DeleteRetention
+		}
+		o.maxRecordBytes = min(o.maxRecordBytes, m.MaxMessageBytes-recordOverhead)
+	}
+	o.topicIDs = ids
+	offs, err := o.n.store.Offsets(o.p)
+	if err != nil {
+		return err
+	}
+	stored, ok, err := o.n.store.Lineage(o.p)
+	if err != nil {
+		return err
+	}
+	if why := partition.Continuable(stored, ok, len(offs) > 0, ids, retention, time.Now()); why != "" {
+		o.log.Warn("discarding the partition's stored image; restoring it from the start", "reason", why)
+		if err := o.n.store.DropPartition(o.p); err != nil {
+			return fmt.Errorf("drop stale state: %w", err)
+		}
+	}
+	return nil
+}
+
+// setLineage records that the partition's image was in step with the log at followed.
+func (o *owner) setLineage(followed time.Time) error {
+	o.lineageAt = followed
+	return o.n.store.SetLineage(o.p, partition.Lineage{TopicIDs: o.topicIDs, Followed: followed})
 }
 
 // restore reads every entity topic of the partition read_committed from Pebble's checkpoints up to
@@ -266,6 +325,7 @@ func (o *owner) run() {
 	defer timer.Stop()
 	stopping := o.ctx.Done()
 
+	o.core = core.New(o.n.coreConfig(o.maxRecordBytes))
 	o.core.Restored(time.Now(), o.fencedAt)
 	for {
 		rd := o.core.Ready()
@@ -437,6 +497,7 @@ func (o *owner) commit(recs []broker.Record) (core.Outcome, error) {
 	// The transaction timeout still bounds it; a paused node finds it expired.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(o.ctx), o.n.cfg.Broker.TransactionTimeout)
 	defer cancel()
+	sent := time.Now()
 	committed, err := o.prod.Commit(ctx, recs)
 	switch {
 	case err == nil:
@@ -459,6 +520,11 @@ func (o *owner) commit(recs []broker.Record) (core.Outcome, error) {
 	}
 	if len(prs) > 0 {
 		if err := o.n.store.Apply(o.p, prs, next); err != nil {
+			return core.StorageFailed, fmt.Errorf("%w: %v", errStorage, err)
+		}
+	}
+	if sent.Sub(o.lineageAt) > lineageRefresh {
+		if err := o.setLineage(sent); err != nil {
 			return core.StorageFailed, fmt.Errorf("%w: %v", errStorage, err)
 		}
 	}
@@ -490,7 +556,7 @@ func fromCore(err error) error {
 }
 
 // coreConfig is the partition core's policy from the node's configuration.
-func (n *Node) coreConfig() core.Config {
+func (n *Node) coreConfig(maxRecordBytes int) core.Config {
 	lease := n.cfg.ReadLease
 	if lease < 0 {
 		lease = 0 // no lease: every read proves ownership with a barrier
@@ -500,11 +566,15 @@ func (n *Node) coreConfig() core.Config {
 		LeaseMargin:       n.cfg.LeaseMargin,
 		CommitLinger:      n.cfg.CommitLinger,
 		MaxBatchRecords:   n.cfg.MaxBatchRecords,
-		MaxRecordBytes:    n.cfg.MaxRecordBytes,
+		MaxRecordBytes:    maxRecordBytes,
 		MaxActiveEntities: n.cfg.MaxActiveEntities,
 		EntityQueue:       n.cfg.EntityQueue,
 	}
 }
+
+// lineageRefresh is how often an owner records that its image follows the log (see
+// partition.Lineage); the longer, the sooner a node that lost the partition discards its image.
+const lineageRefresh = 10 * time.Second
 
 // recordOverhead is what Kafka adds to a record's key, value and headers in a batch of one
 // (batch header, record framing, header framing), rounded up.
