@@ -97,8 +97,8 @@ type owner struct {
 	maxRecordBytes int
 	topicIDs       map[string][16]byte
 	lineageAt      time.Time
-	stopErr  error     // why run returned, read after done is closed
-	done     chan struct{}
+	stopErr        error // why run returned, read after done is closed
+	done           chan struct{}
 
 	// owned by run
 	core     *core.Core
