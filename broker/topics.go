@@ -28,10 +28,12 @@ const (
 	CrdtState
 	Commands
 	Owners
+	// Claims is the namespace's registry of persistence ids (see ClaimPersistenceIDs).
+	Claims
 )
 
 // String returns the kind's topic-name suffix: "events", "snapshots", "state", "crdt",
-// "crdt-state", "commands" or "owners".
+// "crdt-state", "commands", "owners" or "claims".
 func (k TopicKind) String() string {
 	switch k {
 	case Events:
@@ -48,6 +50,8 @@ func (k TopicKind) String() string {
 		return "commands"
 	case Owners:
 		return "owners"
+	case Claims:
+		return "claims"
 	}
 	return "TopicKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -97,7 +101,8 @@ type TopicSpec struct {
 // snapshots (compact) topics, per value type its state topic (compact), per CRDT type its crdt
 // (delete, CrdtRetention) and crdt-state (compact) topics; actions need none. Every app also
 // has its commands topic (delete) and its owners topic (compact, one partition: it is keyed by
-// partition number and read whole). Entity topics and the commands topic have c.Partitions
+// partition number and read whole) and the namespace's claims topic (delete, infinite retention,
+// one partition: the registry of which app writes which persistence id). Entity topics and the commands topic have c.Partitions
 // partitions.
 func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 	c = c.withDefaults()
@@ -128,7 +133,8 @@ func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 	}
 	specs = append(specs,
 		spec(c.CommandsTopic(), Commands, c.Partitions, map[string]string{"cleanup.policy": "delete"}),
-		spec(c.OwnersTopic(), Owners, 1, compact()))
+		spec(c.OwnersTopic(), Owners, 1, compact()),
+		spec(c.ClaimsTopic(), Claims, 1, deleteForever()))
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	return specs
 }

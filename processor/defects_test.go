@@ -239,3 +239,33 @@ func TestRestartFailureReopensAtOnce(t *testing.T) {
 	expectInit(t, fs2, esService, "cart-x")
 	uf.noMoreInteractions(t)
 }
+
+// The fence is the app's (transactional ids <ns>.<app>.p<N>) while journals are the namespace's
+// (<ns>.<persistence id>.*): a second app — or a mistyped --app — writing the same journal would
+// not be fenced. It is refused at start.
+func TestSecondAppCannotWriteAnotherAppsJournal(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, esEntities(0)...)
+	app := kafkatest.Unique(t, "owner")
+	testNode(t, brokers, app, uf.addr)
+
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.ListenAddr = "127.0.0.1:0"
+	cfg.UserFunction = uf.addr
+	cfg.Broker.Brokers = brokers
+	cfg.Broker.App = app + "-typo"
+	cfg.Broker.Partitions = 4
+	cfg.Logger = testLogger(t)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = n.Start(ctx)
+	var ce *broker.ClaimError
+	if !errors.As(err, &ce) || ce.App != app || !strings.Contains(err.Error(), "--app "+app) {
+		t.Fatalf("Start of a second app: %v, want a ClaimError naming app %s", err, app)
+	}
+}

@@ -272,6 +272,15 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	if err := adm.EnsureTopics(ctx, n.cfg.Broker.AppTopics(kinds)); err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
 	}
+	// One fence per journal: the partitions' transactional ids are the app's, so no other app may
+	// write these persistence ids' topics.
+	pids := make([]string, 0, len(kinds))
+	for pid := range kinds {
+		pids = append(pids, pid)
+	}
+	if err := broker.ClaimPersistenceIDs(ctx, n.cfg.Broker, pids); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/kstatehq/kstate/broker"
@@ -93,6 +95,7 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string,
 	if err != nil {
 		return result{err: err}, true
 	}
+	var trailer metadata.MD
 	resp, err := kstatev1.NewNodeClient(cc).Forward(ctx, &kstatev1.ForwardRequest{
 		Service:   m.Service.Name,
 		Method:    m.Name,
@@ -100,21 +103,66 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string,
 		Metadata:  md,
 		Partition: p,
 		EntityId:  entityID,
-	})
-	if err != nil {
-		st := status.Convert(err)
-		switch {
-		case st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), notOwnerMsg):
-			return result{err: fmt.Errorf("%w: %s", ErrNotOwner, st.Message())}, true
-		case st.Code() == codes.Unavailable && notSent(st.Message()):
-			// The peer could not be dialled: the command never left this node, so trying the
-			// next owner cannot apply it twice. Any other failure may have happened after the
-			// owner committed, and is the client's to retry (F3).
-			return result{err: err}, true
-		}
-		return result{err: err}, false
+	}, grpc.Trailer(&trailer))
+	if err == nil {
+		return result{payload: resp.GetPayload(), md: resp.GetMetadata()}, false
 	}
-	return result{payload: resp.GetPayload(), md: resp.GetMetadata()}, false
+	switch classifyForward(err, trailer) {
+	case forwardRetry:
+		return result{err: fmt.Errorf("%w: %s", ErrNotOwner, status.Convert(err).Message())}, true
+	case forwardUnknown:
+		return result{err: fmt.Errorf("%w: forward to node %s: %v", ErrOutcomeUnknown, rec.GetNodeId(), status.Convert(err).Message())}, false
+	}
+	return result{err: err}, false
+}
+
+// forwardOutcome is what a failed Forward means for the command.
+type forwardOutcome int
+
+const (
+	// forwardFinal: the owner ran the command (or refused it for good); its status is the answer.
+	forwardFinal forwardOutcome = iota
+	// forwardRetry: the command never ran — the peer could not be dialled, or it answered that it
+	// does not own the partition — so it may be sent to the current owner.
+	forwardRetry
+	// forwardUnknown: the call broke after it may have reached the owner; the command may or may
+	// not have run.
+	forwardUnknown
+)
+
+// outcomeTrailer is the trailer a node's Forward sets on every answer, so the forwarding node
+// can tell a status the peer produced from one its own transport produced: a peer's message may
+// contain any text ("connection refused" included).
+const outcomeTrailer = "kstate-outcome"
+
+// Values of outcomeTrailer.
+const (
+	outcomeNotRun = "not-run" // refused before running: not the owner
+	outcomeRan    = "final"   // any other answer of the owner
+)
+
+// classifyForward is the router's retry rule, a pure function of the Forward's error and the
+// trailer the peer sent (empty when the status came from this node's transport).
+func classifyForward(err error, trailer metadata.MD) forwardOutcome {
+	st := status.Convert(err)
+	switch v := trailer.Get(outcomeTrailer); {
+	case len(v) > 0 && v[0] == outcomeNotRun:
+		return forwardRetry
+	case len(v) > 0:
+		return forwardFinal
+	}
+	// No trailer: the peer never answered. Only a failure to dial proves the request never left
+	// this node; anything else (reset, EOF, deadline) may have happened after the owner ran it.
+	switch st.Code() {
+	case codes.Unavailable:
+		if dialFailed(st.Message()) {
+			return forwardRetry
+		}
+		return forwardUnknown
+	case codes.Canceled, codes.DeadlineExceeded:
+		return forwardUnknown
+	}
+	return forwardFinal
 }
 
 // localOwner returns the partition runner if this node holds p.
@@ -175,12 +223,15 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	}
 	o := n.localOwner(p)
 	if o == nil {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
 	}
 	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata())
 	if errors.Is(res.err, ErrNotOwner) {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
 	}
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeRan))
 	if res.err != nil {
 		return nil, ToStatus(res.err)
 	}
@@ -284,8 +335,9 @@ func sameType(got, want string) bool {
 	return got == want || got[strings.LastIndexByte(got, '/')+1:] == want[strings.LastIndexByte(want, '/')+1:]
 }
 
-// notSent reports whether a gRPC UNAVAILABLE message says the connection could not be made, so
-// the request was never sent (grpc-go: "transport: Error while dialing ...").
-func notSent(msg string) bool {
-	return strings.Contains(msg, "while dialing") || strings.Contains(msg, "connection refused")
+// dialFailed reports whether a status this node's gRPC transport produced says the connection
+// could not be made (grpc-go: "connection error: desc = \"transport: Error while dialing ...\""),
+// so the request was never sent.
+func dialFailed(msg string) bool {
+	return strings.HasPrefix(msg, "connection error:") && strings.Contains(msg, "while dialing")
 }

@@ -53,6 +53,9 @@ type nodeOpts struct {
 	partitions     int32
 	sessionTimeout time.Duration
 	commitLinger   time.Duration
+	readLease      time.Duration
+	maxActive      int
+	maxRecordBytes int
 	kafka          kafkaOpts
 }
 
@@ -97,6 +100,9 @@ func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
 	f.Int32Var(&o.partitions, "partitions", 16, "partitions of every entity topic (fixed for the app's lifetime)")
 	f.DurationVar(&o.sessionTimeout, "session-timeout", 6*time.Second, "consumer-group session timeout: bounds failover time")
 	f.DurationVar(&o.commitLinger, "commit-linger", 0, "wait this long for more commands before a transaction (0: natural batching)")
+	f.DurationVar(&o.readLease, "read-lease", 0, "answer event-less commands from memory this long after a committed transaction was sent (0: a third of --session-timeout; negative: never, every read commits a barrier)")
+	f.IntVar(&o.maxActive, "max-active-entities", 0, "active entities per partition before the least recently used idle one is passivated (0: 10000)")
+	f.IntVar(&o.maxRecordBytes, "max-record-bytes", 0, "largest event, snapshot or state record a command may write; larger fails the command with INVALID_ARGUMENT (0: 1000000, and never above the topics' max.message.bytes)")
 }
 
 // config maps the flags onto processor.Config and the in-process entities.
@@ -110,6 +116,9 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	cfg.DataDir = dataDir
 	cfg.UserFunction = o.userFunction
 	cfg.CommitLinger = o.commitLinger
+	cfg.ReadLease = o.readLease
+	cfg.MaxActiveEntities = o.maxActive
+	cfg.MaxRecordBytes = o.maxRecordBytes
 	cfg.Broker.Brokers = brokers
 	cfg.Broker.Namespace = o.namespace
 	cfg.Broker.App = o.app
