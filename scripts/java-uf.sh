@@ -14,12 +14,14 @@
 # warm ~/.m2 needs no network), then, if that fails, online from Maven Central, bounded by
 # KSTATE_JAVA_UF_FETCH_TIMEOUT. The first online build downloads about 60 MB into ~/.m2 (protoc,
 # the plugins, Akka, Scala, ...) and leaves ~45 MB of jars in the cache. Maven's output goes to
-# $KSTATE_JAVA_UF_CACHE/mvn.log. Only bash, java (11+) and mvn are needed.
+# $KSTATE_JAVA_UF_CACHE/mvn.log. Only bash, java (11+; no JDK needed) and mvn are needed.
 #
 # Environment (all optional):
 #   KSTATE_JAVA_UF_CACHE          build cache (default $REPO/.cache/java-uf; gitignored)
 #   KSTATE_JAVA_UF_FETCH_TIMEOUT  seconds an online Maven build may take (default 600)
 #   KSTATE_JAVA_UF_JAVA_OPTS      JVM flags for `run` (default "-Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+#   KSTATE_JAVA_UF_COMPILER       javac or ecj (default: javac when on PATH, else the Eclipse compiler,
+#                                 fetched from Maven Central, so a JRE without a JDK is enough)
 #   KSTATE_MAVEN_REPO             Maven local repository (default: Maven's own, ~/.m2/repository)
 #   KSTATE_MAVEN_SETTINGS         Maven settings file (default scripts/java-uf/settings.xml: every
 #                                 repository mirrored to Maven Central)
@@ -56,7 +58,17 @@ need_java() {
 
 need_mvn() {
 	command -v mvn >/dev/null 2>&1 || die "mvn not found on PATH: it builds examples/java-cart and fetches its dependencies from Maven Central (e.g. apt-get install maven)"
-	command -v javac >/dev/null 2>&1 || die "javac not found on PATH: building examples/java-cart needs a JDK (e.g. apt-get install openjdk-17-jdk-headless)"
+}
+
+# compiler_profile: the pom's ecj profile (Eclipse compiler from Maven Central) when there is no
+# javac (a JRE without a JDK) or KSTATE_JAVA_UF_COMPILER=ecj.
+compiler_profile() {
+	case "${KSTATE_JAVA_UF_COMPILER:-}" in
+	ecj) echo "-Pecj" ;;
+	javac) ;;
+	"") command -v javac >/dev/null 2>&1 || echo "-Pecj" ;;
+	*) die "KSTATE_JAVA_UF_COMPILER=$KSTATE_JAVA_UF_COMPILER: want javac or ecj" ;;
+	esac
 }
 
 # source_hash: a hash of everything the build reads, so an edited source rebuilds.
@@ -99,6 +111,9 @@ mvn_build() {
 		"-Djavacart.buildDir=$out/build"
 		package dependency:copy-dependencies -DincludeScope=runtime "-DoutputDirectory=$out/libs")
 	[[ -n "$offline" ]] && args=(-o "${args[@]}")
+	local profile
+	profile="$(compiler_profile)"
+	[[ -n "$profile" ]] && args=("$profile" "${args[@]}")
 	[[ -n "${KSTATE_MAVEN_REPO:-}" ]] && args=("-Dmaven.repo.local=$KSTATE_MAVEN_REPO" "${args[@]}")
 	{
 		echo "==== $(date -u +%FT%TZ) mvn ${args[*]}"
