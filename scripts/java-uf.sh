@@ -12,7 +12,7 @@
 # reused as long as it exists, with no Maven at all. Otherwise Maven builds it (`package
 # dependency:copy-dependencies`, every plugin and protoc pinned in the pom), first offline (-o: a
 # warm ~/.m2 needs no network), then, if that fails, online from Maven Central, bounded by
-# KSTATE_JAVA_UF_FETCH_TIMEOUT. The first online build downloads about 60 MB into ~/.m2 (protoc,
+# KSTATE_JAVA_UF_FETCH_TIMEOUT. The first online build downloads about 95 MB into ~/.m2 (protoc,
 # the plugins, Akka, Scala, ...) and leaves ~45 MB of jars in the cache. Maven's output goes to
 # $KSTATE_JAVA_UF_CACHE/mvn.log. Only bash, java (11+; no JDK needed) and mvn are needed.
 #
@@ -143,7 +143,7 @@ build_hash() {
 	if ! mvn_build "$tmp" -o; then
 		rm -rf "$tmp"
 		mkdir -p "$tmp"
-		log "offline build failed (first build, or new dependencies): building online from Maven Central (first time ~60 MB, at most ${FETCH_TIMEOUT}s; log $CACHE/mvn.log)"
+		log "offline build failed (first build, or new dependencies): building online from Maven Central (first time ~95 MB, at most ${FETCH_TIMEOUT}s; log $CACHE/mvn.log)"
 		local rc=0
 		mvn_build "$tmp" || rc=$?
 		if ((rc != 0)); then

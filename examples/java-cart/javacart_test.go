@@ -434,6 +434,17 @@ func waitUF(t *testing.T, uf *proc, within time.Duration) *cloudstatepb.EntitySp
 func checkSpec(t *testing.T, spec *cloudstatepb.EntitySpec) {
 	t.Helper()
 	si := spec.GetServiceInfo()
+	var files descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(spec.GetProto(), &files); err != nil {
+		t.Fatalf("EntitySpec.proto is not a FileDescriptorSet: %v", err)
+	}
+	var names []string
+	for _, f := range files.GetFile() {
+		names = append(names, f.GetName())
+	}
+	t.Logf("discovery: %s %s, protocol %d.%d, runtime %q, service %q %q, entities %v, files %v",
+		si.GetSupportLibraryName(), si.GetSupportLibraryVersion(), si.GetProtocolMajorVersion(), si.GetProtocolMinorVersion(),
+		si.GetServiceRuntime(), si.GetServiceName(), si.GetServiceVersion(), spec.GetEntities(), names)
 	if si.GetSupportLibraryName() != "cloudstate-java-support" || si.GetSupportLibraryVersion() != "0.5.2" {
 		t.Errorf("support library %q %q, want cloudstate-java-support 0.5.2", si.GetSupportLibraryName(), si.GetSupportLibraryVersion())
 	}
