@@ -16,8 +16,6 @@
 #   KSTATE_KAFKA_PORT     port for scripts/kafka.sh (default 19092); see scripts/kafka.sh for more
 #   KSTATE_TEST_FLAGS     extra go test flags, e.g. "-run TestFoo -v" (word-split)
 #   KSTATE_TEST_PKGS      packages to test (default ./...)
-#   KSTATE_JAVA_UF_REQUIRED  default 1 when java and mvn are on PATH: examples/java-cart's test then
-#                         fails instead of skipping when it cannot build; set 0 to allow the skip
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -74,11 +72,6 @@ else
 	export KSTATE_KAFKA_BROKERS="$addr"
 fi
 echo "KSTATE_KAFKA_BROKERS=$KSTATE_KAFKA_BROKERS"
-if [[ -z "${KSTATE_JAVA_UF_REQUIRED:-}" ]] && command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
-	# Java and Maven are here (scripts/kafka.sh needs them too): the Java user-function test
-	# (examples/java-cart) must run rather than skip; without javac it compiles with ecj.
-	export KSTATE_JAVA_UF_REQUIRED=1
-fi
 
 section "gofmt"
 unformatted="$(gofmt -l $(git ls-files '*.go'))"

@@ -183,8 +183,8 @@ func TestJavaCartThroughKstateDev(t *testing.T) {
 // ---- environment ----
 
 // requireTools skips the test when java or mvn is missing (without javac the build uses the
-// Eclipse compiler), unless KSTATE_JAVA_UF_REQUIRED is 1: scripts/test.sh sets it whenever java
-// and mvn are on PATH, so that CI cannot skip the test silently.
+// Eclipse compiler), unless KSTATE_JAVA_UF_REQUIRED is 1: CI (.ci/run) sets it, so that a CI
+// machine without them fails instead of skipping the test silently.
 func requireTools(t *testing.T) {
 	t.Helper()
 	var missing []string
