@@ -12,13 +12,14 @@
 # reused as long as it exists, with no Maven at all. Otherwise Maven builds it (`package
 # dependency:copy-dependencies`, every plugin and protoc pinned in the pom), first offline (-o: a
 # warm ~/.m2 needs no network), then, if that fails, online from Maven Central, bounded by
-# KSTATE_JAVA_UF_FETCH_TIMEOUT. The first online build downloads about 95 MB into ~/.m2 (protoc,
-# the plugins, Akka, Scala, ...) and leaves ~45 MB of jars in the cache. Maven's output goes to
-# $KSTATE_JAVA_UF_CACHE/mvn.log. Only bash, java (11+; no JDK needed) and mvn are needed.
+# KSTATE_JAVA_UF_FETCH_TIMEOUT (each attempt). The first online build downloads about 95 MB into
+# ~/.m2 (protoc, the plugins, Akka, Scala, ...) and leaves ~45 MB of jars in the cache. Maven's
+# output goes to $KSTATE_JAVA_UF_CACHE/mvn.log. Only bash, java (11+; no JDK needed) and mvn are
+# needed.
 #
 # Environment (all optional):
 #   KSTATE_JAVA_UF_CACHE          build cache (default $REPO/.cache/java-uf; gitignored)
-#   KSTATE_JAVA_UF_FETCH_TIMEOUT  seconds an online Maven build may take (default 600)
+#   KSTATE_JAVA_UF_FETCH_TIMEOUT  seconds a Maven build may take (default 600)
 #   KSTATE_JAVA_UF_JAVA_OPTS      JVM flags for `run` (default "-Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
 #   KSTATE_JAVA_UF_COMPILER       javac or ecj (default: javac when on PATH, else the Eclipse compiler,
 #                                 fetched from Maven Central, so a JRE without a JDK is enough)
@@ -94,7 +95,7 @@ with_lock() {
 	mkdir -p "$(dirname "$file")"
 	if command -v flock >/dev/null 2>&1; then
 		(
-			if ! flock -w $((FETCH_TIMEOUT + 300)) 9; then
+			if ! flock -w $((2 * FETCH_TIMEOUT + 60)) 9; then
 				log "could not lock $file; going on without the lock"
 			fi
 			"$@"
@@ -118,13 +119,9 @@ mvn_build() {
 	{
 		echo "==== $(date -u +%FT%TZ) mvn ${args[*]}"
 	} >>"$CACHE/mvn.log"
-	if [[ -n "$offline" ]]; then
-		mvn "${args[@]}" >>"$CACHE/mvn.log" 2>&1
-	else
-		# Bounded: a hung download must not hang the caller (a test, CI). --kill-after in case
-		# Maven ignores SIGTERM while it waits on a socket.
-		timeout --kill-after=10 "$FETCH_TIMEOUT" mvn "${args[@]}" >>"$CACHE/mvn.log" 2>&1
-	fi
+	# Bounded: a hung download must not hang the caller (a test, CI). --kill-after in case Maven
+	# ignores SIGTERM while it waits on a socket.
+	timeout --kill-after=10 "$FETCH_TIMEOUT" mvn "${args[@]}" >>"$CACHE/mvn.log" 2>&1
 }
 
 # build_hash H: make $CACHE/H/libs, unless it is complete already.
@@ -152,7 +149,9 @@ build_hash() {
 				die "the Maven build did not finish in ${FETCH_TIMEOUT}s (KSTATE_JAVA_UF_FETCH_TIMEOUT); is Maven Central reachable? log: $CACHE/mvn.log"
 			fi
 			log "Maven failed (exit $rc); from $CACHE/mvn.log:"
-			{ grep -E '^\[ERROR\]' "$CACHE/mvn.log" | head -n 15 || true; } | sed 's/\x1b\[[0-9;]*m//g' >&2
+			# The errors of the online attempt: the lines after the log's last "====" header.
+			awk '/^==== /{n=NR} {l[NR]=$0} END{for(i=n;i<=NR;i++) if (l[i] ~ /^\[ERROR\]/) print l[i]}' "$CACHE/mvn.log" |
+				head -n 15 | sed 's/\x1b\[[0-9;]*m//g' >&2
 			die "could not build examples/java-cart"
 		fi
 	fi
@@ -218,4 +217,6 @@ main() {
 	esac
 }
 
-main "$@"
+# On one line, so that bash, which reads a script as it runs it, never reads past it (a script
+# edited while it runs, e.g. by a git checkout, would otherwise run whatever lands there).
+main "$@"; exit
