@@ -16,12 +16,17 @@ import (
 type Config struct {
 	// NodeID names this node in ownership records and logs. Default: hostname plus a random suffix.
 	NodeID string
-	// ListenAddr is where the node serves gRPC (user services, reflection, health, node-to-node
-	// forwarding). Default ":9000", Cloudstate's proxy port.
+	// ListenAddr is where the node serves the user's services (gRPC and HTTP/JSON), reflection and
+	// health. Default ":9000", Cloudstate's proxy port.
 	ListenAddr string
-	// AdvertiseAddr is the address other nodes use to forward commands here. Default: ListenAddr
-	// with an empty or wildcard host replaced by 127.0.0.1 when every broker is on this machine,
-	// else by the host's first non-loopback IPv4 address.
+	// PeerListenAddr is where the node serves node-to-node forwarding (kstate.v1.Node), never
+	// on the public port. Default: ListenAddr's host with port 0 (any free port: other nodes learn
+	// it from the owners topic); set a fixed port where a firewall needs one.
+	PeerListenAddr string
+	// AdvertiseAddr is the address other nodes use to forward commands here: the peer listener's.
+	// Default: PeerListenAddr (with the port it got) with an empty or wildcard host replaced by
+	// 127.0.0.1 when every broker is on this machine, else by the host's first non-loopback IPv4
+	// address.
 	AdvertiseAddr string
 	// DataDir holds the node's Pebble store. Required.
 	DataDir string
@@ -93,10 +98,17 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("processor: DataDir is required (where the node keeps its Pebble store)")
 	}
-	if c.AdvertiseAddr == "" {
-		host, port, err := net.SplitHostPort(c.ListenAddr)
+	if c.PeerListenAddr == "" {
+		host, _, err := net.SplitHostPort(c.ListenAddr)
 		if err != nil {
 			return fmt.Errorf("processor: listen address %q: %w", c.ListenAddr, err)
+		}
+		c.PeerListenAddr = net.JoinHostPort(host, "0")
+	}
+	if c.AdvertiseAddr == "" {
+		host, port, err := net.SplitHostPort(c.PeerListenAddr)
+		if err != nil {
+			return fmt.Errorf("processor: peer listen address %q: %w", c.PeerListenAddr, err)
 		}
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "127.0.0.1"

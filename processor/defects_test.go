@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -37,7 +39,16 @@ func TestForwardIsValidatedLikeTheIngress(t *testing.T) {
 	entities := append(esEntities(0), &cloudstatepb.Entity{EntityType: "cloudstate.action.ActionProtocol", ServiceName: actionService})
 	uf := startFakeUF(t, entities...)
 	n, cc := testNode(t, brokers, kafkatest.Unique(t, "fwd"), uf.addr)
-	node := kstatev1.NewNodeClient(cc)
+	// The public port does not serve node-to-node forwarding at all.
+	if _, err := kstatev1.NewNodeClient(cc).Forward(context.Background(), &kstatev1.ForwardRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Forward on the public port: %v, want UNIMPLEMENTED", err)
+	}
+	pc, err := grpc.NewClient(n.PeerAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	node := kstatev1.NewNodeClient(pc)
 	payload, _ := proto.Marshal(&testpb.Request{Id: "cart-1", Payload: "x"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -102,7 +102,10 @@ func openStream[I, O any](e *entity, r *request, inproc func(context.Context) st
 
 // exchange sends one message and waits for the answer, cancelling the stream if the user function
 // takes longer than the command timeout.
-func exchange[I, O any](e *entity, s protoStream[I, O], cancel context.CancelFunc, in *I) (*O, error) {
+func exchange[I, O any](e *entity, r *request, s protoStream[I, O], cancel context.CancelFunc, in *I) (*O, error) {
+	if cs, ok := s.(interface{ setContext(context.Context) }); ok {
+		cs.setContext(r.ctx) // in-process handlers see the command's deadline
+	}
 	if err := s.Send(in); err != nil {
 		return nil, err
 	}
@@ -184,7 +187,7 @@ func (d *esDriver) handle(r *request) error {
 		}
 		d.counter++
 		id := int64(d.counter)
-		out, err := exchange(d.e, d.stream, d.cancel, &eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{
+		out, err := exchange(d.e, r, d.stream, d.cancel, &eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{
 			Command: d.e.command(r, id),
 		}})
 		if err != nil {

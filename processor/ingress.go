@@ -9,9 +9,11 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -149,10 +151,16 @@ func (in *Ingress) Limits() Limits { return in.lim }
 // ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
 // (forced, so user messages stay bytes while registered services keep working), the message size
 // and stream limits, and the unknown-service handler.
+// forwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
+// method and entity names, and the client's metadata.
+const forwardOverhead = 256 << 10
+
 func (in *Ingress) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(Codec{}),
 		grpc.MaxRecvMsgSize(in.lim.MaxRecvBytes),
+		// Clients may ping idle connections to notice a paused node within seconds.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxSendMsgSize(in.lim.MaxSendBytes),
 		grpc.MaxConcurrentStreams(in.lim.MaxConcurrentStreams),
 		grpc.UnknownServiceHandler(in.Handler()),

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
@@ -32,6 +33,9 @@ import (
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
 )
+
+// maxBackground bounds the node's background goroutines for side effects and forwards.
+const maxBackground = 4096
 
 // Version is reported to user functions in ProxyInfo and by `kstate version`.
 var Version = "dev"
@@ -79,6 +83,8 @@ type Node struct {
 	cat     *Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
+	peerSrv *grpc.Server
+	peerLis net.Listener
 	split   *splitListener
 	httpSrv *http.Server
 	health  *health.Server
@@ -86,8 +92,11 @@ type Node struct {
 	adm     *broker.Admin
 	owners  *ownerTable
 	cmdSeq  atomic.Uint64
-	boot    string // random per process
-	conns   connPool
+	// background bounds the goroutines that finish commands with side effects or forwards and
+	// that run asynchronous side effects.
+	background chan struct{}
+	boot       string // random per process
+	conns      connPool
 
 	mu       sync.Mutex
 	parts    map[int32]*partSup // partitions assigned to this node
@@ -115,6 +124,7 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		local:          make(map[int32]*owner),
 		restored:       make(map[int32]bool),
 		owners:         newOwnerTable(),
+		background:     make(chan struct{}, maxBackground),
 		boot:           strconv.FormatUint(rand.Uint64()&0xffffffff, 36),
 	}
 	for _, o := range opts {
@@ -135,6 +145,14 @@ func (n *Node) Addr() string {
 		return ""
 	}
 	return n.lis.Addr().String()
+}
+
+// PeerAddr is the address of the node-to-node listener (kstate.v1.Node), "" before Start.
+func (n *Node) PeerAddr() string {
+	if n.peerLis == nil {
+		return ""
+	}
+	return n.peerLis.Addr().String()
 }
 
 // Catalog returns the services discovered from the user function (nil before Start).
@@ -292,15 +310,37 @@ func (n *Node) serve() error {
 		}
 		n.lis = l
 	}
+	if n.peerLis == nil {
+		l, err := net.Listen("tcp", n.cfg.PeerListenAddr)
+		if err != nil {
+			return fmt.Errorf("listen for peers on %s (--peer-listen): %w", n.cfg.PeerListenAddr, err)
+		}
+		n.peerLis = l
+	}
 	if _, port, err := net.SplitHostPort(n.cfg.AdvertiseAddr); err == nil && port == "0" {
-		// Listening on port 0: advertise the port we got.
+		// The peer listener is on port 0: advertise the port we got.
 		host, _, _ := net.SplitHostPort(n.cfg.AdvertiseAddr)
-		_, real, _ := net.SplitHostPort(n.lis.Addr().String())
+		_, real, _ := net.SplitHostPort(n.peerLis.Addr().String())
 		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
 	}
-	ing := NewIngress(n.cat, n, Limits{MaxRecvBytes: n.cfg.MaxRecvBytes})
+	lim := Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
+	ing := NewIngress(n.cat, n, lim)
+	n.conns.opts = peerDialOptions(ing.lim)
+	// Node-to-node forwarding has its own listener and server, never the public port: a client
+	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.
+	n.peerSrv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(ing.lim.MaxRecvBytes+forwardOverhead),
+		grpc.MaxSendMsgSize(ing.lim.MaxSendBytes+forwardOverhead),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	kstatev1.RegisterNodeServer(n.peerSrv, &nodeService{n: n})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.peerSrv.Serve(n.peerLis); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			n.log.Error("peer server stopped", "error", err)
+		}
+	}()
 	n.srv = grpc.NewServer(ing.ServerOptions()...)
-	kstatev1.RegisterNodeServer(n.srv, &nodeService{n: n})
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
@@ -362,6 +402,11 @@ func (n *Node) Close() error {
 			n.srv.Stop()
 			<-stopped
 		}
+	}
+	if n.peerSrv != nil {
+		n.peerSrv.Stop() // forwards in flight end; the forwarding node classifies the break
+	} else if n.peerLis != nil {
+		_ = n.peerLis.Close()
 	}
 	if n.split != nil {
 		n.split.wg.Wait()
@@ -596,35 +641,68 @@ func (t *ownerTable) get(p int32) (*kstatev1.OwnerRecord, <-chan struct{}) {
 	return t.byPart[p], t.changed
 }
 
-// connPool keeps one client connection per peer node.
+// connPool keeps one client connection per peer node, at most maxPeerConns: the addresses come
+// from the owners topic, so the least recently used connection is closed to make room.
 type connPool struct {
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	opts  []grpc.DialOption
+	conns map[string]*peerConn
 }
+
+type peerConn struct {
+	cc   *grpc.ClientConn
+	used time.Time
+}
+
+const maxPeerConns = 256
 
 func (c *connPool) get(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cc, ok := c.conns[addr]; ok {
-		return cc, nil
+	if pc, ok := c.conns[addr]; ok {
+		pc.used = time.Now()
+		return pc.cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, c.opts...)
 	if err != nil {
 		return nil, err
 	}
 	if c.conns == nil {
-		c.conns = make(map[string]*grpc.ClientConn)
+		c.conns = make(map[string]*peerConn)
 	}
-	c.conns[addr] = cc
+	if len(c.conns) >= maxPeerConns {
+		var oldest string
+		for a, pc := range c.conns {
+			if oldest == "" || pc.used.Before(c.conns[oldest].used) {
+				oldest = a
+			}
+		}
+		_ = c.conns[oldest].cc.Close()
+		delete(c.conns, oldest)
+	}
+	c.conns[addr] = &peerConn{cc: cc, used: time.Now()}
 	return cc, nil
 }
 
 func (c *connPool) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for a, cc := range c.conns {
-		_ = cc.Close()
+	for a, pc := range c.conns {
+		_ = pc.cc.Close()
 		delete(c.conns, a)
+	}
+}
+
+// peerDialOptions sizes peer connections from the node's own limits (a forwarded call must not
+// fail where a local one succeeds) and pings idle connections, so a paused owner is noticed in
+// seconds rather than eating the caller's whole deadline.
+func peerDialOptions(lim Limits) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+forwardOverhead),
+			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+forwardOverhead)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }
 

@@ -42,17 +42,18 @@ func (n *Node) Stream(ctx context.Context, m *Method, s CommandStream) error {
 // invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
 // A stale owner map is refreshed and the command retried within the caller's deadline.
 func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+	if _, ok := ctx.Deadline(); !ok {
+		// Every call to the user function has a deadline, also when the client set none.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultRouteTimeout)
+		defer cancel()
+	}
 	switch m.Service.Kind {
 	case Action:
 		// Actions are stateless: served where the request lands.
 		return n.unaryAction(ctx, m, payload, md)
 	case CRDT:
 		return result{err: status.Errorf(codes.Unimplemented, "service %s: CRDT entities are not supported yet", m.Service.Name)}
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultRouteTimeout)
-		defer cancel()
 	}
 	p := broker.Partition([]byte(entityID), n.cfg.Broker.Partitions)
 	backoff := 5 * time.Millisecond
@@ -247,8 +248,17 @@ func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cl
 		r.finish(n.replyResult(r.method, ca))
 		return
 	}
+	// Bounded: when maxBackground completions run already, the entity waits for a slot (the
+	// caller's deadline still applies to its own call).
+	select {
+	case n.background <- struct{}{}:
+	case <-r.ctx.Done():
+		r.finish(result{err: r.ctx.Err()})
+		return
+	}
 	n.wg.Add(1)
 	go func() {
+		defer func() { <-n.background }()
 		defer n.wg.Done()
 		n.sideEffects(r.ctx, effects)
 		if f := ca.GetForward(); f != nil {
@@ -299,8 +309,17 @@ func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffe
 			run(ctx)
 			continue
 		}
+		select {
+		case n.background <- struct{}{}:
+		default:
+			// Asynchronous side effects are fire-and-forget (Cloudstate); under overload they
+			// are dropped rather than growing goroutines without bound.
+			n.log.Warn("asynchronous side effect dropped: too many side effects in flight", "method", target.FullName, "limit", cap(n.background))
+			continue
+		}
 		n.wg.Add(1)
 		go func() {
+			defer func() { <-n.background }()
 			defer n.wg.Done()
 			ctx, cancel := context.WithTimeout(n.ctx, defaultRouteTimeout)
 			defer cancel()

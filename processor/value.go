@@ -73,7 +73,7 @@ func (d *valueDriver) handle(r *request) error {
 		}
 		d.counter++
 		id := int64(d.counter)
-		out, err := exchange(e, d.stream, d.cancel, &valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Command{
+		out, err := exchange(e, r, d.stream, d.cancel, &valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Command{
 			Command: e.command(r, id),
 		}})
 		if err != nil {

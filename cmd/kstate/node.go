@@ -45,6 +45,7 @@ type nodeOpts struct {
 	nodeID         string
 	listen         string
 	advertise      string
+	peerListen     string
 	dataDir        string
 	userFunction   string
 	example        string
@@ -90,8 +91,9 @@ func (k *kafkaOpts) apply(cfg *broker.Config) {
 func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
 	f := cmd.Flags()
 	f.StringVar(&o.nodeID, "node-id", "", "node id in ownership records and logs (default: hostname-pid)")
-	f.StringVar(&o.listen, "listen", ":9000", "gRPC address: user services, reflection, health, node-to-node")
-	f.StringVar(&o.advertise, "advertise", "", "address other nodes forward to (default: the listen address)")
+	f.StringVar(&o.listen, "listen", ":9000", "public address: the user's services (gRPC, HTTP/JSON), reflection, health")
+	f.StringVar(&o.peerListen, "peer-listen", "", "node-to-node forwarding address, never the public port (default: the listen host, any free port)")
+	f.StringVar(&o.advertise, "advertise", "", "address other nodes forward to: the peer listener's (default: the peer listen address)")
 	f.StringVar(&o.dataDir, "data-dir", "./.kstate", "folder for the node's Pebble store")
 	f.StringVar(&o.userFunction, "user-function", "", "address of a Cloudstate user function (host:port)")
 	f.StringVar(&o.example, "example", "", "run an example user function in-process: "+exampleNames())
@@ -113,6 +115,7 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	}
 	cfg.ListenAddr = o.listen
 	cfg.AdvertiseAddr = o.advertise
+	cfg.PeerListenAddr = o.peerListen
 	cfg.DataDir = dataDir
 	cfg.UserFunction = o.userFunction
 	cfg.CommitLinger = o.commitLinger
