@@ -551,7 +551,16 @@ func (a *Admin) TopicMetas(ctx context.Context, names []string) (map[string]Topi
 			return nil, fmt.Errorf("describe topic %s: %v", name, td.Err)
 		}
 		m := TopicMeta{ID: td.ID, DeleteRetention: 24 * time.Hour, MaxMessageBytes: 1048588}
-		if rc, err := rcs.On(name, nil); err == nil && rc.Err == nil {
+		rc, err := rcs.On(name, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			// Fail safe: a topic whose configs cannot be read counts as compacted with tombstones
+			// kept for no time, so a stored image of it is never continued.
+			m.Compacted, m.DeleteRetention = true, 0
+			a.log.Warn("cannot read topic configs; assuming compaction with delete.retention.ms=0", "topic", name, "error", err)
+		} else {
 			m.Compacted = strings.Contains(configValue(rc, "cleanup.policy", "delete"), "compact")
 			if ms, err := strconv.ParseInt(configValue(rc, "delete.retention.ms", "86400000"), 10, 64); err == nil && ms >= 0 {
 				m.DeleteRetention = time.Duration(ms) * time.Millisecond

@@ -96,6 +96,10 @@ type owner struct {
 	// set by acquire, then used by the committer goroutine only
 	maxRecordBytes int
 	topicIDs       map[string][16]byte
+	retention      map[string]time.Duration // delete.retention.ms of the compacted topics
+	stored         partition.Lineage        // the image's lineage found at acquire
+	storedOK       bool
+	storedCkpt     bool // the image had checkpoints (and was kept)
 	lineageAt      time.Time
 	stopErr        error // why run returned, read after done is closed
 	done           chan struct{}
@@ -176,6 +180,17 @@ func (o *owner) acquire(ctx context.Context) error {
 		if err := o.n.store.DropPartition(o.p); err != nil {
 			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
 		}
+		o.storedCkpt = false
+		n, err = o.restore(ctx)
+	}
+	if err == nil && o.staleAt(time.Now()) != "" {
+		// The restore itself took so long that a delete written just after the image's last
+		// update may have been compacted away before the restore reached it: start over.
+		o.log.Warn("restore continued an image that aged past delete.retention.ms meanwhile; restoring from the start", "reason", o.staleAt(time.Now()))
+		if err := o.n.store.DropPartition(o.p); err != nil {
+			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
+		}
+		o.storedCkpt = false
 		n, err = o.restore(ctx)
 	}
 	if err != nil {
@@ -212,7 +227,7 @@ func (o *owner) checkLineage(ctx context.Context) error {
 		}
 		o.maxRecordBytes = min(o.maxRecordBytes, m.MaxMessageBytes-recordOverhead)
 	}
-	o.topicIDs = ids
+	o.topicIDs, o.retention = ids, retention
 	offs, err := o.n.store.Offsets(o.p)
 	if err != nil {
 		return err
@@ -221,13 +236,20 @@ func (o *owner) checkLineage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if why := partition.Continuable(stored, ok, len(offs) > 0, ids, retention, time.Now()); why != "" {
+	o.stored, o.storedOK, o.storedCkpt = stored, ok, len(offs) > 0
+	if why := o.staleAt(time.Now()); why != "" {
 		o.log.Warn("discarding the partition's stored image; restoring it from the start", "reason", why)
 		if err := o.n.store.DropPartition(o.p); err != nil {
 			return fmt.Errorf("drop stale state: %w", err)
 		}
+		o.storedCkpt = false
 	}
 	return nil
+}
+
+// staleAt says why the stored image found by checkLineage may not be continued at now, or "".
+func (o *owner) staleAt(now time.Time) string {
+	return partition.Continuable(o.stored, o.storedOK, o.storedCkpt, o.topicIDs, o.retention, now)
 }
 
 // setLineage records that the partition's image was in step with the log at followed.
