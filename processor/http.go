@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/vanguard"
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -38,11 +39,15 @@ const HTTPMaxMessageBytes = DefaultMaxSendBytes
 //     (application/grpc+json), which vanguard translates to gRPC as well.
 //
 // JSON follows protojson: field names in lowerCamelCase on output (the proto name is accepted on
-// input), 64-bit integers as strings, unpopulated fields emitted. A malformed request (bad JSON,
-// unknown fields or query parameters, a value of the wrong type) is INVALID_ARGUMENT, HTTP 400. A
-// failed call answers with the HTTP status the gRPC code maps to (HTTPStatusFromCode; a command
-// failure is gRPC UNKNOWN, so HTTP 500) and a google.rpc.Status JSON body, e.g.
-// {"code":2,"message":"boom","details":[]}.
+// input), 64-bit integers as strings, unpopulated fields emitted. A REST request body is JSON
+// (application/json in any case, with no charset or charset=utf-8; anything else is 415). A
+// malformed request (bad JSON, unknown fields or query parameters, a value of the wrong type) is
+// INVALID_ARGUMENT, HTTP 400, and so is a query parameter or body field that gives a field bound
+// by the URL path a different value (GET /carts/alice?user_id=bob on /carts/{user_id}); the same
+// value repeated is accepted. A failed call answers with the HTTP status the gRPC code maps to
+// (HTTPStatusFromCode; a command failure is gRPC UNKNOWN, so HTTP 500). Every error answer to a
+// REST request, routing errors included (404 no route, 405 wrong method, 415), has Content-Type
+// application/json and a google.rpc.Status body, e.g. {"code":2,"message":"boom","details":[]}.
 //
 // Vanguard serves server-streaming methods over REST only for google.api.HttpBody responses, so
 // the front door streams them itself: the request is routed and decoded by vanguard (the same rules,
@@ -109,6 +114,9 @@ func NewHTTPHandler(cat *Catalog, grpcServer http.Handler, log hclog.Logger) (ht
 	if err != nil {
 		return nil, fmt.Errorf("http: %w", err)
 	}
+	if h.routes, err = buildRESTRoutes(files, served); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
 
 	twins, err := h.streamTwins(cat, files)
 	if err != nil {
@@ -169,24 +177,45 @@ type httpHandler struct {
 	res     httpResolver
 	marshal protojson.MarshalOptions
 	log     hclog.Logger
+
+	routes *restRoutes
 }
 
-// ServeHTTP dispatches one request: native gRPC to the gRPC server, REST calls of server-streaming
-// methods to the streaming bridge, everything else to vanguard.
+// ServeHTTP dispatches one request: native gRPC to the gRPC server unchanged; every other request
+// gets a JSON Content-Type in canonical form. A REST request is then checked (streaming kind,
+// path-bound fields; see serveREST); the others go to vanguard.
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isNativeGRPC(r) {
 		h.grpc.ServeHTTP(w, r)
 		return
 	}
+	ct := r.Header.Get("Content-Type")
+	jsonOK := canonicalizeJSON(r.Header)
 	if !isRESTRequest(r) {
 		h.main.ServeHTTP(w, r)
 		return
 	}
-	if h.streams != nil && h.serveStream(w, r) {
+	req := &restRequest{method: r.Method, path: r.URL.Path, contentType: ct}
+	if !jsonOK {
+		sendRESTStatus(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, fmt.Sprintf("content type %q is not supported: JSON is UTF-8 (RFC 8259)", ct))
+		return
+	}
+	h.serveREST(w, r, req)
+}
+
+// serveREST serves a REST request. Before vanguard sees it, the front door answers 415 to a
+// client- or bidi-streaming method, which REST does not serve, and 400 when a query parameter or
+// the body gives a field bound by the URL path another value (checkRoute). It then hands server-streaming methods to the streaming bridge and the rest to vanguard, and
+// renders every error answer as a google.rpc.Status in JSON (writeRESTError).
+func (h *httpHandler) serveREST(w http.ResponseWriter, r *http.Request, req *restRequest) {
+	if !h.checkRoute(w, r, req) {
+		return
+	}
+	if h.streams != nil && h.serveStream(w, r, req) {
 		return
 	}
 	call := &restCall{}
-	ew := &restErrorWriter{w: w}
+	ew := &restErrorWriter{w: w, req: req}
 	h.main.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), restCallKey{}, call)))
 	ew.finish(call)
 }

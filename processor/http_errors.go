@@ -2,6 +2,7 @@ package processor
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,12 +12,19 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
+// restRequest is what the front door keeps of a REST request to render its errors (vanguard
+// removes headers from the request as it goes).
+type restRequest struct {
+	method, path string
+	contentType  string
+}
+
 // restErrorWriter passes a REST response through, except that it holds an error answer back until
-// the call is over, so that finish can correct its code. Vanguard v0.4.0 reports some malformed
-// requests (an unknown query parameter, a body on a rule without one) with a plain error, which it
-// renders as gRPC UNKNOWN and HTTP 500: the client would see a server failure for its own mistake.
+// the call is over, so that finish can render it in the front door's error shape (see
+// writeRESTError).
 type restErrorWriter struct {
 	w    http.ResponseWriter
+	req  *restRequest
 	code int
 	held *bytes.Buffer // the error body held back; nil when passing through
 }
@@ -65,24 +73,103 @@ func (e *restErrorWriter) finish(call *restCall) {
 	if e.held == nil {
 		return
 	}
-	code, body := e.code, e.held.Bytes()
-	if call.reached && call.grpcCode != strconv.Itoa(int(codes.Unknown)) {
+	writeRESTError(e.w, e.req, e.code, e.held.Bytes(), call.reached && call.grpcCode != strconv.Itoa(int(codes.Unknown)))
+}
+
+// writeRESTError sends an error answer of vanguard's (its HTTP status code and body; its headers
+// are in w's map already) to a REST client in the front door's one error shape, a google.rpc.Status
+// in JSON with Content-Type application/json:
+//
+//   - a plain-text answer (vanguard's routing errors: 404, 405, 415, …) becomes the status of its
+//     HTTP code (restCodeFromHTTPStatus), with a message naming the method and path;
+//   - with fixUnknown, UNKNOWN becomes INVALID_ARGUMENT, HTTP 400 (asInvalidArgument);
+//   - any other JSON answer is passed on.
+//
+// gRPC headers the transcoder wrote are removed: a REST client gets a JSON error, not gRPC
+// framing details.
+func writeRESTError(w http.ResponseWriter, req *restRequest, code int, body []byte, fixUnknown bool) {
+	h := w.Header()
+	switch {
+	case mediaType(h.Get("Content-Type")) != "application/json" && !bytes.HasPrefix(body, []byte("{")):
+		body = statusJSON(restCodeFromHTTPStatus(code), routingMessage(req, code, string(body), h.Get("Allow")))
+	case fixUnknown:
 		code, body = asInvalidArgument(code, body)
 	}
-	h := e.w.Header()
 	h.Del("Content-Length")
-	// The gRPC side of the transcoder wrote its own headers into the shared map; a REST client
-	// gets a JSON error, not gRPC framing details.
 	for k := range h {
 		if strings.HasPrefix(k, "Grpc-") {
 			delete(h, k)
 		}
 	}
-	if len(body) > 0 && body[0] == '{' {
-		h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// sendRESTStatus answers a REST request with HTTP status code and a google.rpc.Status JSON body.
+func sendRESTStatus(w http.ResponseWriter, httpCode int, code codes.Code, msg string) {
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(httpCode)
+	_, _ = w.Write(statusJSON(code, msg))
+}
+
+// statusJSON renders a google.rpc.Status as protojson, details included (empty).
+func statusJSON(code codes.Code, msg string) []byte {
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(&statuspb.Status{Code: int32(code), Message: msg})
+	if err != nil {
+		return []byte(`{"code":13,"message":"failed to render the error","details":[]}`)
 	}
-	e.w.WriteHeader(code)
-	_, _ = e.w.Write(body)
+	return b
+}
+
+// routingMessage is the message of an error answer vanguard gave in plain text (text).
+func routingMessage(req *restRequest, code int, text, allow string) string {
+	switch code {
+	case http.StatusNotFound:
+		return fmt.Sprintf("no method is bound to %s %s", req.method, req.path)
+	case http.StatusMethodNotAllowed:
+		if allow == "" {
+			return fmt.Sprintf("%s is not allowed on %s", req.method, req.path)
+		}
+		return fmt.Sprintf("%s is not allowed on %s; allowed: %s", req.method, req.path, allow)
+	case http.StatusUnsupportedMediaType:
+		if req.contentType != "" && mediaType(req.contentType) != "application/json" {
+			return fmt.Sprintf("content type %q is not supported: send application/json", req.contentType)
+		}
+	}
+	if t := strings.TrimSpace(text); t != "" {
+		return t
+	}
+	return http.StatusText(code)
+}
+
+// restCodeFromHTTPStatus is the gRPC code of an error answer that only has an HTTP status: a
+// routing or transport error of the front door, never one of the gRPC server.
+func restCodeFromHTTPStatus(code int) codes.Code {
+	switch code {
+	case http.StatusNotFound:
+		return codes.NotFound
+	case http.StatusMethodNotAllowed, http.StatusNotImplemented, http.StatusHTTPVersionNotSupported:
+		return codes.Unimplemented
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return codes.DeadlineExceeded
+	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge, http.StatusTooManyRequests:
+		return codes.ResourceExhausted
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusForbidden:
+		return codes.PermissionDenied
+	case http.StatusServiceUnavailable, http.StatusBadGateway:
+		return codes.Unavailable
+	}
+	if code >= 400 && code < 500 {
+		return codes.InvalidArgument
+	}
+	return codes.Internal
 }
 
 // asInvalidArgument turns an error answer of vanguard's that says UNKNOWN (a google.rpc.Status

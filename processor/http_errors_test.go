@@ -1,6 +1,8 @@
 package processor
 
 import (
+	"google.golang.org/grpc/codes"
+
 	"net/http"
 	"strings"
 	"testing"
@@ -76,4 +78,35 @@ func TestHTTPErrors(t *testing.T) {
 	// Client streaming is not served over REST.
 	resp, body = s.do(t, "POST", "/kstate.test.v1.ActionTest/StreamedIn", `{"id":"a"}`)
 	httpExpect(t, resp, body, http.StatusUnsupportedMediaType)
+}
+
+// TestHTTPErrorBodies proves that every error answer of the front door to a REST request, routing
+// errors included, is a google.rpc.Status in JSON.
+func TestHTTPErrorBodies(t *testing.T) {
+	s := startHTTPTest(t)
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		code               codes.Code
+		hdr                []string
+	}{
+		{"GET", "/nope", "", http.StatusNotFound, codes.NotFound, nil},
+		{"POST", "/kstate.test.v1.Unknown/Process", `{}`, http.StatusNotFound, codes.NotFound, nil},
+		{"GET", "/carts/u1/items/extra", "", http.StatusNotFound, codes.NotFound, nil},
+		{"GET", "/cart/u1/items/add", "", http.StatusMethodNotAllowed, codes.Unimplemented, nil},
+		{"DELETE", "/carts/u1", "", http.StatusMethodNotAllowed, codes.Unimplemented, nil},
+		{"POST", "/counters/c1/watch", "", http.StatusMethodNotAllowed, codes.Unimplemented, nil},
+		{"POST", "/cart/u1/items/add", `x`, http.StatusUnsupportedMediaType, codes.InvalidArgument, []string{"Content-Type", "text/plain"}},
+		{"POST", "/kstate.test.v1.ActionTest/StreamedIn", `{"id":"a"}`, http.StatusUnsupportedMediaType, codes.Unimplemented, nil},
+		{"GET", "/carts/fail", "", http.StatusInternalServerError, codes.Unknown, nil},
+		{"POST", "/cart/u1/items/add", `{"nope":1}`, http.StatusBadRequest, codes.InvalidArgument, nil},
+		{"GET", "/counters/c1/watch?nope=1", "", http.StatusBadRequest, codes.InvalidArgument, nil},
+	} {
+		resp, body := s.do(t, c.method, c.path, c.body, c.hdr...)
+		msg := httpExpectStatus(t, resp, body, c.status, c.code)
+		if c.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") == "" {
+			t.Fatalf("%s %s: 405 without Allow", c.method, c.path)
+		}
+		t.Logf("%s %s: %d %s", c.method, c.path, c.status, msg)
+	}
 }

@@ -2,6 +2,7 @@ package processor
 
 import (
 	"fmt"
+	"mime"
 	"net/http"
 	"strings"
 
@@ -19,6 +20,28 @@ func isNativeGRPC(r *http.Request) bool {
 	}
 	ct := mediaType(r.Header.Get("Content-Type"))
 	return ct == "application/grpc" || ct == "application/grpc+proto"
+}
+
+// canonicalizeJSON rewrites a JSON Content-Type of h to "application/json". Media types are
+// case-insensitive (RFC 9110 §8.3.1) and a charset parameter may be written in any case, quoted or
+// not, with or without spaces, but vanguard v0.4.0 only recognises "application/json" and
+// "application/json; charset=utf-8" verbatim and answers 415 to the rest. Parameters other than
+// charset are dropped. It reports false for JSON declared in a charset other than UTF-8, which
+// JSON does not allow (RFC 8259 §8.1); h is then left unchanged.
+func canonicalizeJSON(h http.Header) bool {
+	vs := h.Values("Content-Type")
+	if len(vs) != 1 {
+		return true
+	}
+	mt, params, err := mime.ParseMediaType(vs[0])
+	if err != nil || mt != "application/json" {
+		return true // vanguard answers what it answers to other types
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return false
+	}
+	h.Set("Content-Type", "application/json")
+	return true
 }
 
 // mediaType returns the media type of a Content-Type value, lower-cased, without parameters.

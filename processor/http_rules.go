@@ -1,10 +1,19 @@
 package processor
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -110,4 +119,575 @@ func serviceIn(files *protoregistry.Files, name protoreflect.FullName) (protoref
 		return nil, fmt.Errorf("%s is not a service", name)
 	}
 	return sd, nil
+}
+
+// checkRoute checks a REST request against the route it matches, if any, before vanguard decodes
+// it, and answers it when it fails:
+//
+//   - a client- or bidi-streaming method is 415 UNIMPLEMENTED: REST serves unary and
+//     server-streaming methods only;
+//   - a query parameter or a body field that gives a path-bound field another value, or sets a
+//     part of it, is 400 INVALID_ARGUMENT naming the field (restRoute.checkBinding). The body is
+//     read for that, and replayed to vanguard, only when the route's body may set a path-bound
+//     field.
+//
+// It reports whether the request may go on.
+func (h *httpHandler) checkRoute(w http.ResponseWriter, r *http.Request, req *restRequest) bool {
+	route, segs := h.routes.match(r.Method, r.URL.Path)
+	if route == nil {
+		return true // vanguard answers 404 or 405
+	}
+	if md := route.method; md.IsStreamingClient() {
+		kind := "client-streaming"
+		if md.IsStreamingServer() {
+			kind = "bidirectional-streaming"
+		}
+		sendRESTStatus(w, http.StatusUnsupportedMediaType, codes.Unimplemented, fmt.Sprintf(
+			"%s is a %s method: REST serves unary and server-streaming methods; call it over gRPC, gRPC-Web or Connect", md.FullName(), kind))
+		return false
+	}
+	var body []byte
+	if mt := mediaType(r.Header.Get("Content-Type")); r.Body != nil && r.Body != http.NoBody && route.needsBody() && (mt == "" || mt == "application/json") {
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil {
+			writeRESTError(w, req, http.StatusBadRequest, statusJSON(codes.InvalidArgument, "cannot read the request body: "+err.Error()), false)
+			return false
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	if msg := route.checkBinding(segs, r.URL.Query(), body); msg != "" {
+		sendRESTStatus(w, http.StatusBadRequest, codes.InvalidArgument, msg)
+		return false
+	}
+	return true
+}
+
+// restRoutes is the REST routing table vanguard builds from the same rules, rebuilt with the same
+// matching (segments split from the decoded URL path; at each segment a literal before "*", "*"
+// before "**"; a trailing ":verb"), so that the front door knows which method and which path
+// variables a request matches before vanguard decodes it. Vanguard v0.4.0 applies query
+// parameters after path variables and the body before them, so without a check of its own a
+// query parameter would override a path-bound field (GET /carts/alice?user_id=bob would read bob's
+// cart) and a body field naming it would be silently replaced.
+type restRoutes struct {
+	root routeNode
+}
+
+// routeNode is one node of the routing trie, keyed by the next path segment.
+type routeNode struct {
+	children map[string]*routeNode
+	verbs    map[string]map[string]*restRoute // verb ("" for none) → HTTP method ("*" for any) → route
+}
+
+// restRoute is one binding of a google.api.http rule.
+type restRoute struct {
+	method  protoreflect.MethodDescriptor
+	vars    []routeVar
+	hasBody bool                           // the rule has a body
+	body    []protoreflect.FieldDescriptor // the field the body fills; empty for "*"
+}
+
+// routeVar is one path variable: the field it binds and the path segments it captures.
+type routeVar struct {
+	fields     []protoreflect.FieldDescriptor
+	start, end int // segments [start, end); end is -1 when the variable ends in "**"
+}
+
+// buildRESTRoutes builds the routing table of every method of the served services in files (the
+// descriptors vanguard was given, default bindings included).
+func buildRESTRoutes(files *protoregistry.Files, served map[protoreflect.FullName]bool) (*restRoutes, error) {
+	t := &restRoutes{}
+	var err error
+	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			sd := fd.Services().Get(i)
+			if !served[sd.FullName()] {
+				continue
+			}
+			for j := 0; j < sd.Methods().Len(); j++ {
+				md := sd.Methods().Get(j)
+				rule, _ := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule)
+				if rule == nil {
+					continue
+				}
+				for _, b := range append([]*annotations.HttpRule{rule}, rule.GetAdditionalBindings()...) {
+					if err = t.add(md, b); err != nil {
+						err = fmt.Errorf("method %s: %w", md.FullName(), err)
+						return false
+					}
+				}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// add adds one binding of md.
+func (t *restRoutes) add(md protoreflect.MethodDescriptor, rule *annotations.HttpRule) error {
+	var method, tmpl string
+	switch p := rule.GetPattern().(type) {
+	case *annotations.HttpRule_Get:
+		method, tmpl = http.MethodGet, p.Get
+	case *annotations.HttpRule_Put:
+		method, tmpl = http.MethodPut, p.Put
+	case *annotations.HttpRule_Post:
+		method, tmpl = http.MethodPost, p.Post
+	case *annotations.HttpRule_Delete:
+		method, tmpl = http.MethodDelete, p.Delete
+	case *annotations.HttpRule_Patch:
+		method, tmpl = http.MethodPatch, p.Patch
+	case *annotations.HttpRule_Custom:
+		method, tmpl = p.Custom.GetKind(), p.Custom.GetPath()
+	default:
+		return fmt.Errorf("HTTP rule without a pattern")
+	}
+	segs, verb, vars, err := parsePathTemplate(tmpl)
+	if err != nil {
+		return fmt.Errorf("path template %q: %w", tmpl, err)
+	}
+	r := &restRoute{method: md}
+	for _, v := range vars {
+		fields, err := resolveFieldPath(md.Input(), v.fieldPath, false)
+		if err != nil {
+			return fmt.Errorf("path template %q: %w", tmpl, err)
+		}
+		r.vars = append(r.vars, routeVar{fields: fields, start: v.start, end: v.end})
+	}
+	switch body := rule.GetBody(); body {
+	case "":
+	case "*":
+		r.hasBody = true
+	default:
+		r.hasBody = true
+		if r.body, err = resolveFieldPath(md.Input(), body, false); err != nil {
+			return fmt.Errorf("body %q: %w", body, err)
+		}
+	}
+	n := &t.root
+	for _, s := range segs {
+		c := n.children[s]
+		if c == nil {
+			if n.children == nil {
+				n.children = make(map[string]*routeNode)
+			}
+			c = &routeNode{}
+			n.children[s] = c
+		}
+		n = c
+	}
+	if n.verbs == nil {
+		n.verbs = make(map[string]map[string]*restRoute)
+	}
+	if n.verbs[verb] == nil {
+		n.verbs[verb] = make(map[string]*restRoute)
+	}
+	if prev := n.verbs[verb][method]; prev != nil {
+		return fmt.Errorf("%s %s is bound to %s as well", method, tmpl, prev.method.FullName())
+	}
+	n.verbs[verb][method] = r
+	return nil
+}
+
+// match returns the route of an HTTP method and a decoded URL path, and the path's segments, or
+// nil when vanguard would not route the request (no route, or a route for other methods only).
+func (t *restRoutes) match(method, path string) (*restRoute, []string) {
+	if path == "" || path[0] != '/' || path[len(path)-1] == ':' {
+		return nil, nil
+	}
+	segs := strings.Split(path[1:], "/")
+	var verb string
+	last := segs[len(segs)-1]
+	if i := strings.IndexByte(last, ':'); i >= 0 {
+		segs[len(segs)-1], verb = last[:i], last[i+1:]
+	}
+	r, _ := t.root.find(segs, verb, method)
+	if r == nil {
+		return nil, nil
+	}
+	for _, v := range r.vars {
+		if _, err := v.value(segs); err != nil {
+			return nil, nil // vanguard answers 404
+		}
+	}
+	return r, segs
+}
+
+// find descends the trie along segs. It returns the route, if any, and whether the path and verb
+// matched at all (then the search stops there, as vanguard's does, and the method decides).
+func (n *routeNode) find(segs []string, verb, method string) (*restRoute, bool) {
+	if len(segs) == 0 {
+		ms, ok := n.verbs[verb]
+		if !ok {
+			return nil, false
+		}
+		if r := ms[method]; r != nil {
+			return r, true
+		}
+		return ms["*"], true
+	}
+	for _, key := range []string{segs[0], "*"} {
+		if c := n.children[key]; c != nil {
+			if r, ok := c.find(segs[1:], verb, method); ok {
+				return r, true
+			}
+		}
+	}
+	if c := n.children["**"]; c != nil {
+		return c.find(nil, verb, method)
+	}
+	return nil, false
+}
+
+// value returns the value the variable captures from the path's segments, decoded as vanguard
+// decodes it ("%2F" kept as is in a "**" capture).
+func (v routeVar) value(segs []string) (string, error) {
+	var parts []string
+	switch {
+	case v.end >= 0:
+		parts = segs[v.start:v.end]
+	case v.start < len(segs):
+		parts = segs[v.start:]
+	}
+	var b strings.Builder
+	for i, p := range parts {
+		s, err := unescapePathSegment(p, v.end < 0)
+		if err != nil {
+			return "", err
+		}
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		b.WriteString(s)
+	}
+	return b.String(), nil
+}
+
+// checkBinding returns an INVALID_ARGUMENT message when a query parameter or the body (body, nil
+// when not read) gives a field bound by the path (segs) a value other than the path's, or sets a
+// part of it, and "" otherwise. The same value, written the same way, is allowed.
+func (r *restRoute) checkBinding(segs []string, query url.Values, body []byte) string {
+	for _, v := range r.vars {
+		want, err := v.value(segs)
+		if err != nil {
+			return "" // match has checked every variable
+		}
+		name := fieldPathName(v.fields)
+		for _, key := range slices.Sorted(maps.Keys(query)) {
+			vals := query[key]
+			fields, err := resolveFieldPath(r.method.Input(), key, true)
+			if err != nil {
+				continue // vanguard rejects the parameter itself
+			}
+			same, overlap := compareFieldPaths(fields, v.fields)
+			if !overlap {
+				continue
+			}
+			if !same {
+				return fmt.Sprintf("field %s is bound by the URL path: query parameter %s must not set a part of it", name, key)
+			}
+			for _, got := range vals {
+				if got != want {
+					return fmt.Sprintf("field %s is bound by the URL path to %q: query parameter %s must not set it to %q", name, want, key, got)
+				}
+			}
+		}
+		if body == nil {
+			continue
+		}
+		rel, inBody := fieldsUnder(v.fields, r.body)
+		if !inBody {
+			continue
+		}
+		raw, ok := jsonAt(body, rel)
+		if !ok {
+			continue
+		}
+		if got, ok := jsonScalarText(raw); ok && got != want {
+			return fmt.Sprintf("field %s is bound by the URL path to %q: the body must not set it to %q", name, want, got)
+		}
+	}
+	return ""
+}
+
+// needsBody reports whether checkBinding needs the request body: a path variable binds a field the
+// body may set, and the body is JSON (not a google.api.HttpBody).
+func (r *restRoute) needsBody() bool {
+	if !r.hasBody {
+		return false
+	}
+	target := r.method.Input()
+	if len(r.body) > 0 {
+		target = r.body[len(r.body)-1].Message()
+	}
+	if target != nil && target.FullName() == "google.api.HttpBody" {
+		return false
+	}
+	for _, v := range r.vars {
+		if _, ok := fieldsUnder(v.fields, r.body); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// fieldsUnder returns the rest of path below prefix, and whether path starts with prefix.
+func fieldsUnder(path, prefix []protoreflect.FieldDescriptor) ([]protoreflect.FieldDescriptor, bool) {
+	if len(path) < len(prefix) {
+		return nil, false
+	}
+	for i, f := range prefix {
+		if path[i].FullName() != f.FullName() {
+			return nil, false
+		}
+	}
+	return path[len(prefix):], true
+}
+
+// compareFieldPaths reports whether a and b are the same field path, and whether one starts with
+// the other.
+func compareFieldPaths(a, b []protoreflect.FieldDescriptor) (same, overlap bool) {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	if _, ok := fieldsUnder(b, a); !ok {
+		return false, false
+	}
+	return len(a) == len(b), true
+}
+
+// jsonAt returns the JSON value at a field path inside a JSON object, each field found by its JSON
+// name or its proto name (protojson accepts both), and whether it is there.
+func jsonAt(raw []byte, fields []protoreflect.FieldDescriptor) (json.RawMessage, bool) {
+	for _, f := range fields {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+			return nil, false // not an object (or null): vanguard rejects it or there is nothing set
+		}
+		v, ok := obj[f.JSONName()]
+		if !ok {
+			v, ok = obj[string(f.Name())]
+		}
+		if !ok {
+			return nil, false
+		}
+		raw = v
+	}
+	return raw, true
+}
+
+// jsonScalarText returns the text of a JSON value as a path or query parameter would carry it:
+// a string's contents, a number or boolean as written. It reports false for null, which leaves
+// the field unset.
+func jsonScalarText(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) == 0, string(raw) == "null":
+		return "", false
+	case raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return string(raw), true
+		}
+		return s, true
+	}
+	return string(raw), true
+}
+
+// fieldPathName renders a field path with proto names, "item.id".
+func fieldPathName(fields []protoreflect.FieldDescriptor) string {
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = string(f.Name())
+	}
+	return strings.Join(names, ".")
+}
+
+// resolveFieldPath resolves a dotted field path against md as vanguard does: every element but the
+// last a singular message field; with jsonNames (query parameters), each element is looked up by
+// JSON name first, then by proto name.
+func resolveFieldPath(md protoreflect.MessageDescriptor, path string, jsonNames bool) ([]protoreflect.FieldDescriptor, error) {
+	if path == "" {
+		return nil, errors.New("empty field path")
+	}
+	parts := strings.Split(path, ".")
+	out := make([]protoreflect.FieldDescriptor, 0, len(parts))
+	for i, p := range parts {
+		if md == nil {
+			return nil, fmt.Errorf("field path %q: %s is not a message", path, strings.Join(parts[:i], "."))
+		}
+		var f protoreflect.FieldDescriptor
+		if jsonNames {
+			f = md.Fields().ByJSONName(p)
+		}
+		if f == nil {
+			f = md.Fields().ByName(protoreflect.Name(p))
+		}
+		if f == nil {
+			return nil, fmt.Errorf("field path %q: %s has no field %s", path, md.FullName(), p)
+		}
+		if i < len(parts)-1 && f.Cardinality() == protoreflect.Repeated {
+			return nil, fmt.Errorf("field path %q: %s is repeated", path, p)
+		}
+		out = append(out, f)
+		md = f.Message()
+	}
+	return out, nil
+}
+
+// templateVar is a variable of a path template: its field path and the segments it spans.
+type templateVar struct {
+	fieldPath  string
+	start, end int // segments [start, end); end is -1 when the variable ends in "**"
+}
+
+// parsePathTemplate parses a google.api.http path template,
+//
+//	Template = "/" Segments [ Verb ] ;
+//	Segments = Segment { "/" Segment } ;
+//	Segment  = "*" | "**" | LITERAL | Variable ;
+//	Variable = "{" FieldPath [ "=" Segments ] "}" ;
+//	Verb     = ":" LITERAL ;
+//
+// into its segments ("*", "**", or a literal in vanguard's canonical escaped form), its verb and
+// its variables ({x} is {x=*}).
+func parsePathTemplate(tmpl string) (segs []string, verb string, vars []templateVar, err error) {
+	if !strings.HasPrefix(tmpl, "/") {
+		return nil, "", nil, errors.New("does not start with /")
+	}
+	rest := tmpl[1:]
+	doubleStar := false
+	segment := func(s string) error {
+		if doubleStar {
+			return errors.New("** must be the last segment")
+		}
+		switch s {
+		case "*":
+		case "**":
+			doubleStar = true
+		default:
+			lit, err := canonicalLiteral(s)
+			if err != nil {
+				return err
+			}
+			s = lit
+		}
+		segs = append(segs, s)
+		return nil
+	}
+	for {
+		if strings.HasPrefix(rest, "{") {
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				return nil, "", nil, errors.New("unclosed {")
+			}
+			inner := rest[1:end]
+			rest = rest[end+1:]
+			v := templateVar{start: len(segs)}
+			v.fieldPath, inner, _ = strings.Cut(inner, "=")
+			if inner == "" {
+				inner = "*"
+			}
+			for _, s := range strings.Split(inner, "/") {
+				if err := segment(s); err != nil {
+					return nil, "", nil, err
+				}
+			}
+			v.end = len(segs)
+			if doubleStar {
+				v.end = -1
+			}
+			vars = append(vars, v)
+		} else {
+			i := strings.IndexAny(rest, "/:")
+			if i < 0 {
+				i = len(rest)
+			}
+			if err := segment(rest[:i]); err != nil {
+				return nil, "", nil, err
+			}
+			rest = rest[i:]
+		}
+		switch {
+		case rest == "":
+			return segs, "", vars, nil
+		case rest[0] == '/':
+			rest = rest[1:]
+		case rest[0] == ':':
+			verb, err = canonicalLiteral(rest[1:])
+			return segs, verb, vars, err
+		default:
+			return nil, "", nil, fmt.Errorf("unexpected %q", rest)
+		}
+	}
+}
+
+// canonicalLiteral returns a literal path segment in vanguard's form: percent-decoded, then every
+// byte outside [-_.~0-9A-Za-z] escaped again.
+func canonicalLiteral(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("empty segment")
+	}
+	dec, err := unescapePathSegment(s, false)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for i := 0; i < len(dec); i++ {
+		c := dec[i]
+		if isUnreserved(c) {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String(), nil
+}
+
+// isUnreserved reports whether c may stand unescaped in a path segment literal.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
+}
+
+// unescapePathSegment percent-decodes one segment of an (already once decoded) URL path, as
+// vanguard does for path variables: a malformed escape is an error, and with keepSlash (a "**"
+// capture) "%2F" stays escaped.
+func unescapePathSegment(s string, keepSlash bool) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return "", url.EscapeError(s[i:min(i+3, len(s))])
+		}
+		if keepSlash && s[i+1] == '2' && (s[i+2] == 'f' || s[i+2] == 'F') {
+			b.WriteString("%2F")
+		} else {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+		}
+		i += 2
+	}
+	return b.String(), nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }

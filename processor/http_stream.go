@@ -156,7 +156,7 @@ func (h *httpHandler) capture(w http.ResponseWriter, r *http.Request) {
 // a server-streaming method (the caller then hands it to the main transcoder, the body unread);
 // otherwise it has answered r: with the stream, or with the error vanguard found (bad JSON, a
 // malformed path value).
-func (h *httpHandler) serveStream(w http.ResponseWriter, r *http.Request) bool {
+func (h *httpHandler) serveStream(w http.ResponseWriter, r *http.Request, req *restRequest) bool {
 	c := &streamCapture{}
 	rec := &httpRecorder{header: http.Header{}}
 	h.streams.ServeHTTP(rec, r.Clone(context.WithValue(r.Context(), streamCaptureKey{}, c)))
@@ -176,10 +176,7 @@ func (h *httpHandler) serveStream(w http.ResponseWriter, r *http.Request) bool {
 	for k, v := range rec.header {
 		w.Header()[k] = v
 	}
-	code, body := asInvalidArgument(rec.code, rec.body.Bytes())
-	w.Header().Del("Content-Length")
-	w.WriteHeader(code)
-	_, _ = w.Write(body)
+	writeRESTError(w, req, rec.code, rec.body.Bytes(), true)
 	return true
 }
 

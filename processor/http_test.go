@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -15,12 +16,14 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -158,8 +161,8 @@ func httpCartFile() *descriptorpb.FileDescriptorProto {
 	}
 }
 
-// httpCounterFile is a small action service with an int64 field, query parameters and a
-// server-streaming method with a rule.
+// httpCounterFile is a small action service with an int64 field, query parameters, a
+// server-streaming method with a rule, and a rule binding a nested field and a body field.
 func httpCounterFile() *descriptorpb.FileDescriptorProto {
 	const c = ".kstate.httptest.v1.Counter"
 	return &descriptorpb.FileDescriptorProto{
@@ -173,6 +176,14 @@ func httpCounterFile() *descriptorpb.FileDescriptorProto {
 				httpField("value", 2, httpTInt64, "", false, false),
 				httpField("tags", 3, httpTString, "", true, false),
 			}},
+			{Name: proto.String("Item"), Field: []*descriptorpb.FieldDescriptorProto{
+				httpField("id", 1, httpTString, "", false, false),
+				httpField("name", 2, httpTString, "", false, false),
+			}},
+			{Name: proto.String("PutItem"), Field: []*descriptorpb.FieldDescriptorProto{
+				httpField("shelf", 1, httpTString, "", false, false),
+				httpField("item", 2, httpTMsg, ".kstate.httptest.v1.Item", false, false),
+			}},
 		},
 		Service: []*descriptorpb.ServiceDescriptorProto{{
 			Name: proto.String("CounterService"),
@@ -180,6 +191,8 @@ func httpCounterFile() *descriptorpb.FileDescriptorProto {
 				httpMethod("Get", c, c, false, false, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/counters/{id}"}}),
 				httpMethod("Watch", c, c, false, true, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/counters/{id}/watch"}}),
 				httpMethod("Upload", c, c, true, false, nil),
+				httpMethod("PutItem", ".kstate.httptest.v1.PutItem", c, false, false,
+					&annotations.HttpRule{Pattern: &annotations.HttpRule_Put{Put: "/shelves/{shelf}/items/{item.id}"}, Body: "item"}),
 			},
 		}},
 	}
@@ -378,7 +391,8 @@ type httpTestServer struct {
 	client *http.Client
 }
 
-func startHTTPTest(t *testing.T) *httpTestServer {
+// startHTTPTest starts the front door; each of opts adjusts the handler before it serves.
+func startHTTPTest(t *testing.T, opts ...func(*httpHandler)) *httpTestServer {
 	t.Helper()
 	cat := httpTestCatalog(t)
 	d := &httpTestDispatcher{canceled: make(chan struct{})}
@@ -388,6 +402,9 @@ func startHTTPTest(t *testing.T) *httpTestServer {
 	h, err := NewHTTPHandler(cat, gs, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(h.(*httpHandler))
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -435,6 +452,58 @@ func (s *httpTestServer) do(t *testing.T, method, path, body string, hdr ...stri
 		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
 	return resp, string(b)
+}
+
+// raw writes req on a new TCP connection, then the chunks of more, and reads one response within
+// 10 s. It returns the response and its body (read until the response ends, within the same time).
+func (s *httpTestServer) raw(t *testing.T, req string, more ...string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, p := range append([]string{req}, more...) {
+		if _, err := io.WriteString(c, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to %.40q: %v", req, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the answer to %.40q: %v", req, err)
+	}
+	return resp, string(b)
+}
+
+// httpExpectStatus checks that resp is an error answer with HTTP status code and a JSON
+// google.rpc.Status body with the gRPC code want, and returns the status's message.
+func httpExpectStatus(t *testing.T, resp *http.Response, body string, code int, want codes.Code) string {
+	t.Helper()
+	if resp.StatusCode != code {
+		t.Fatalf("status %d, want %d; body %s", resp.StatusCode, code, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("HTTP %d answered with Content-Type %q, want application/json; body %q", code, ct, body)
+	}
+	for k := range resp.Header {
+		if strings.HasPrefix(k, "Grpc-") {
+			t.Fatalf("HTTP %d answered with gRPC header %s: %v", code, k, resp.Header[k])
+		}
+	}
+	var st statuspb.Status
+	if err := protojson.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("HTTP %d body %q is not a google.rpc.Status: %v", code, body, err)
+	}
+	if codes.Code(st.GetCode()) != want || st.GetMessage() == "" {
+		t.Fatalf("HTTP %d body %s: code %v, want %v with a message", code, body, codes.Code(st.GetCode()), want)
+	}
+	return st.GetMessage()
 }
 
 // expect checks a response's status code.
