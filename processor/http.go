@@ -20,8 +20,11 @@ import (
 )
 
 // HTTPMaxMessageBytes caps one message the HTTP front door buffers while transcoding, request or
-// response (vanguard buffers whole messages). It is the larger of the ingress's default receive and
-// send limits; the gRPC server behind the front door enforces its own limits on top.
+// response (vanguard buffers whole messages), and the body of a REST request: a larger one is
+// answered 413 with RESOURCE_EXHAUSTED as soon as that is known, without reading the rest. It is
+// the larger of the ingress's default receive and send limits; the gRPC server behind the front
+// door enforces its own limits on top (a request message over its receive limit is
+// RESOURCE_EXHAUSTED, HTTP 429).
 const HTTPMaxMessageBytes = DefaultMaxSendBytes
 
 // NewHTTPHandler returns kstate's front door: one http.Handler that serves, on the same port,
@@ -48,6 +51,12 @@ const HTTPMaxMessageBytes = DefaultMaxSendBytes
 // (HTTPStatusFromCode; a command failure is gRPC UNKNOWN, so HTTP 500). Every error answer to a
 // REST request, routing errors included (404 no route, 405 wrong method, 415), has Content-Type
 // application/json and a google.rpc.Status body, e.g. {"code":2,"message":"boom","details":[]}.
+//
+// A request body that carries one message (REST, Connect unary) must arrive within 30 s of the
+// request's headers: a body trickled more slowly is answered 408 DEADLINE_EXCEEDED (REST) and the
+// connection closed. The deadline ends with the body, so a server-streamed response (NDJSON, SSE)
+// runs for as long as it needs; streaming protocols (gRPC, gRPC-Web, Connect streams) have no body
+// deadline.
 //
 // Vanguard serves server-streaming methods over REST only for google.api.HttpBody responses, so
 // the front door streams them itself: the request is routed and decoded by vanguard (the same rules,
@@ -90,11 +99,13 @@ func NewHTTPHandler(cat *Catalog, grpcServer http.Handler, log hclog.Logger) (ht
 	})
 
 	h := &httpHandler{
-		grpc:    grpcServer,
-		log:     log,
-		res:     res,
-		marshal: protojson.MarshalOptions{Resolver: res, EmitUnpopulated: true},
-		targets: make(map[string]*streamTarget),
+		grpc:        grpcServer,
+		log:         log,
+		res:         res,
+		marshal:     protojson.MarshalOptions{Resolver: res, EmitUnpopulated: true},
+		targets:     make(map[string]*streamTarget),
+		maxBody:     HTTPMaxMessageBytes,
+		bodyTimeout: httpBodyTimeout,
 	}
 
 	var services []*vanguard.Service
@@ -150,11 +161,17 @@ func NewHTTPHandler(cat *Catalog, grpcServer http.Handler, log hclog.Logger) (ht
 // shut down: Shutdown(ctx) stops accepting, sends HTTP/2 GOAWAY, and waits for running requests
 // (streams included) until ctx is done; Close ends everything at once. HTTP/2 connections accept
 // DefaultMaxConcurrentStreams concurrent streams.
+//
+// A client has 10 s to send a request's headers, which may not exceed 64 KiB (net/http answers 431
+// beyond), and a keep-alive connection idle for 2 minutes is closed. There is deliberately no
+// whole-request ReadTimeout or WriteTimeout: they would cut long-lived streams. The front door
+// bounds request bodies itself instead (see NewHTTPHandler).
 func ServeMux(lis net.Listener, h http.Handler) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
 		Protocols:         new(http.Protocols),
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: DefaultMaxConcurrentStreams},
 	}
@@ -179,11 +196,15 @@ type httpHandler struct {
 	log     hclog.Logger
 
 	routes *restRoutes
+
+	maxBody     int64         // request bodies of REST calls; HTTPMaxMessageBytes
+	bodyTimeout time.Duration // httpBodyTimeout
 }
 
 // ServeHTTP dispatches one request: native gRPC to the gRPC server unchanged; every other request
-// gets a JSON Content-Type in canonical form. A REST request is then checked (streaming kind,
-// path-bound fields; see serveREST); the others go to vanguard.
+// gets a JSON Content-Type in canonical form and, when it carries one message in its body (not a
+// stream of them), the body read deadline. A REST request is then checked (size limit, streaming
+// kind, path-bound fields; see serveREST); the others go to vanguard.
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isNativeGRPC(r) {
 		h.grpc.ServeHTTP(w, r)
@@ -192,10 +213,13 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
 	jsonOK := canonicalizeJSON(r.Header)
 	if !isRESTRequest(r) {
+		if !streamingProtocol(r) {
+			h.guardBody(w, r, 0)
+		}
 		h.main.ServeHTTP(w, r)
 		return
 	}
-	req := &restRequest{method: r.Method, path: r.URL.Path, contentType: ct}
+	req := &restRequest{method: r.Method, path: r.URL.Path, contentType: ct, limit: h.maxBody, timeout: h.bodyTimeout}
 	if !jsonOK {
 		sendRESTStatus(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, fmt.Sprintf("content type %q is not supported: JSON is UTF-8 (RFC 8259)", ct))
 		return
@@ -203,11 +227,22 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.serveREST(w, r, req)
 }
 
-// serveREST serves a REST request. Before vanguard sees it, the front door answers 415 to a
-// client- or bidi-streaming method, which REST does not serve, and 400 when a query parameter or
-// the body gives a field bound by the URL path another value (checkRoute). It then hands server-streaming methods to the streaming bridge and the rest to vanguard, and
+// serveREST serves a REST request. Before vanguard sees it, the front door
+//
+//   - answers 413 to a body declared larger than h.maxBody, and limits the body to that (413 when
+//     it is passed);
+//   - answers 415 to a client- or bidi-streaming method, which REST does not serve, and 400 when a
+//     query parameter or the body gives a field bound by the URL path another value (checkRoute).
+//
+// It then hands server-streaming methods to the streaming bridge and the rest to vanguard, and
 // renders every error answer as a google.rpc.Status in JSON (writeRESTError).
 func (h *httpHandler) serveREST(w http.ResponseWriter, r *http.Request, req *restRequest) {
+	if r.ContentLength > h.maxBody {
+		w.Header().Set("Connection", "close")
+		sendRESTStatus(w, http.StatusRequestEntityTooLarge, codes.ResourceExhausted, tooLargeMessage(h.maxBody))
+		return
+	}
+	req.body = h.guardBody(w, r, h.maxBody)
 	if !h.checkRoute(w, r, req) {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -17,6 +18,9 @@ import (
 type restRequest struct {
 	method, path string
 	contentType  string
+	body         *restBody // nil when the request has no body
+	limit        int64
+	timeout      time.Duration
 }
 
 // restErrorWriter passes a REST response through, except that it holds an error answer back until
@@ -80,6 +84,8 @@ func (e *restErrorWriter) finish(call *restCall) {
 // are in w's map already) to a REST client in the front door's one error shape, a google.rpc.Status
 // in JSON with Content-Type application/json:
 //
+//   - when the request body passed its limit or its read deadline, 413 RESOURCE_EXHAUSTED or
+//     408 DEADLINE_EXCEEDED, whatever vanguard made of the failed read;
 //   - a plain-text answer (vanguard's routing errors: 404, 405, 415, …) becomes the status of its
 //     HTTP code (restCodeFromHTTPStatus), with a message naming the method and path;
 //   - with fixUnknown, UNKNOWN becomes INVALID_ARGUMENT, HTTP 400 (asInvalidArgument);
@@ -90,6 +96,12 @@ func (e *restErrorWriter) finish(call *restCall) {
 func writeRESTError(w http.ResponseWriter, req *restRequest, code int, body []byte, fixUnknown bool) {
 	h := w.Header()
 	switch {
+	case req.body.tooLarge():
+		code, body = http.StatusRequestEntityTooLarge, statusJSON(codes.ResourceExhausted, tooLargeMessage(req.limit))
+		h.Set("Connection", "close")
+	case req.body.timedOut():
+		code, body = http.StatusRequestTimeout, statusJSON(codes.DeadlineExceeded, fmt.Sprintf("the request body did not arrive within %v", req.timeout))
+		h.Set("Connection", "close")
 	case mediaType(h.Get("Content-Type")) != "application/json" && !bytes.HasPrefix(body, []byte("{")):
 		body = statusJSON(restCodeFromHTTPStatus(code), routingMessage(req, code, string(body), h.Get("Allow")))
 	case fixUnknown:
@@ -124,6 +136,11 @@ func statusJSON(code codes.Code, msg string) []byte {
 		return []byte(`{"code":13,"message":"failed to render the error","details":[]}`)
 	}
 	return b
+}
+
+// tooLargeMessage is the message of a 413 answer.
+func tooLargeMessage(limit int64) string {
+	return fmt.Sprintf("the request body is larger than the limit of %d bytes", limit)
 }
 
 // routingMessage is the message of an error answer vanguard gave in plain text (text).

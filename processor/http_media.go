@@ -44,6 +44,14 @@ func canonicalizeJSON(h http.Header) bool {
 	return true
 }
 
+// streamingProtocol reports whether r uses an enveloped protocol, whose body is a stream of
+// messages that may last as long as the call (gRPC, gRPC-Web, Connect streaming), rather than one
+// message (REST, Connect unary).
+func streamingProtocol(r *http.Request) bool {
+	ct := mediaType(r.Header.Get("Content-Type"))
+	return strings.HasPrefix(ct, "application/grpc") || strings.HasPrefix(ct, "application/connect+")
+}
+
 // mediaType returns the media type of a Content-Type value, lower-cased, without parameters.
 func mediaType(ct string) string {
 	if i := strings.IndexByte(ct, ';'); i >= 0 {

@@ -147,7 +147,7 @@ func (h *httpHandler) checkRoute(w http.ResponseWriter, r *http.Request, req *re
 		return false
 	}
 	var body []byte
-	if mt := mediaType(r.Header.Get("Content-Type")); r.Body != nil && r.Body != http.NoBody && route.needsBody() && (mt == "" || mt == "application/json") {
+	if mt := mediaType(r.Header.Get("Content-Type")); req.body != nil && route.needsBody() && (mt == "" || mt == "application/json") {
 		var err error
 		if body, err = io.ReadAll(r.Body); err != nil {
 			writeRESTError(w, req, http.StatusBadRequest, statusJSON(codes.InvalidArgument, "cannot read the request body: "+err.Error()), false)

@@ -163,7 +163,9 @@ func (h *httpHandler) serveStream(w http.ResponseWriter, r *http.Request, req *r
 	switch {
 	case c.target != nil && rec.code == http.StatusOK:
 		// Vanguard decoded the request and passed it to capture, which answered with an empty
-		// message. (When decoding fails after capture ran, rec holds the error instead.)
+		// message. (When decoding fails after capture ran, rec holds the error instead.) The body
+		// is read: its deadline must not outlive it into the stream.
+		endBodyDeadline(w)
 		h.runStream(w, r, c.target, c.payload)
 		return true
 	case c.notFound, c.target == nil && rec.code == http.StatusMethodNotAllowed:
