@@ -21,7 +21,8 @@ const (
 	// httpIdleTimeout closes a keep-alive connection idle for that long.
 	httpIdleTimeout = 2 * time.Minute
 	// httpMaxHeaderBytes caps the request line and headers of a request; net/http answers 431
-	// beyond it (HTTP/1.1) or refuses the stream (HTTP/2).
+	// beyond it (HTTP/1.1) or refuses the stream (HTTP/2). Native gRPC calls on the same port have
+	// the same limit (Ingress.ServerOptions).
 	httpMaxHeaderBytes = 64 << 10
 )
 

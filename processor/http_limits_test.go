@@ -10,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/kstatehq/kstate/internal/testpb"
 )
 
 // TestHTTPBodyTooLarge proves that a body over the limit is answered with 413 and a
@@ -112,5 +117,47 @@ func TestServeMuxTimeouts(t *testing.T) {
 	// No whole-request read or write timeout: streams may run for as long as they need.
 	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
 		t.Fatalf("ReadTimeout %v, WriteTimeout %v", srv.ReadTimeout, srv.WriteTimeout)
+	}
+}
+
+// TestGRPCHeaderLimit proves that native gRPC calls on the shared port, which the split listener
+// hands to grpc-go's own transport as the node does, have the same header limit as HTTP requests.
+func TestGRPCHeaderLimit(t *testing.T) {
+	d := &httpTestDispatcher{canceled: make(chan struct{})}
+	gs := grpc.NewServer(NewIngress(httpTestCatalog(t), d, Limits{}).ServerOptions()...)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := newSplitListener(lis)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = gs.Serve(split.h2)
+	}()
+	defer func() {
+		split.Close()
+		gs.Stop()
+		<-served
+		split.wg.Wait()
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := testpb.NewEventSourcedTestClient(cc)
+	fits := metadata.AppendToOutgoingContext(ctx, "x-fits", strings.Repeat("x", httpMaxHeaderBytes/2))
+	if _, err := client.Process(fits, &testpb.Request{Id: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	big := metadata.AppendToOutgoingContext(ctx, "x-big", strings.Repeat("x", 2*httpMaxHeaderBytes))
+	if _, err := client.Process(big, &testpb.Request{Id: "g"}); err == nil {
+		t.Fatal("a call with headers over the limit succeeded")
+	}
+	if d.count() != 1 {
+		t.Fatalf("the dispatcher received %d calls, want 1", d.count())
 	}
 }

@@ -147,13 +147,15 @@ func (in *Ingress) Catalog() *Catalog { return in.cat.Load() }
 func (in *Ingress) Limits() Limits { return in.lim }
 
 // ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
-// (forced, so user messages stay bytes while registered services keep working), the message size
-// and stream limits, and the unknown-service handler.
+// (forced, so user messages stay bytes while registered services keep working), the message size,
+// header size and stream limits, and the unknown-service handler. Request headers are capped at
+// 64 KiB, the limit of the HTTP front door on the same port (grpc-go's default is 16 MiB).
 func (in *Ingress) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(Codec{}),
 		grpc.MaxRecvMsgSize(in.lim.MaxRecvBytes),
 		grpc.MaxSendMsgSize(in.lim.MaxSendBytes),
+		grpc.MaxHeaderListSize(httpMaxHeaderBytes),
 		grpc.MaxConcurrentStreams(in.lim.MaxConcurrentStreams),
 		grpc.UnknownServiceHandler(in.Handler()),
 		// Reuse stream goroutines rather than start (and grow the stack of) one per request.
