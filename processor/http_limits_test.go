@@ -59,6 +59,16 @@ func TestHTTPBodyTimeout(t *testing.T) {
 			t.Fatalf("%s: answered after %v", path, d)
 		}
 	}
+	// Connect unary carries one message too: it gets the deadline, and an error in Connect's shape.
+	start := time.Now()
+	resp, body := s.raw(t, "POST /kstate.test.v1.EventSourcedTest/Process HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Connect-Protocol-Version: 1\r\nContent-Length: 100\r\n\r\n{\"id\":")
+	if resp.StatusCode == http.StatusOK || time.Since(start) > 5*time.Second {
+		t.Fatalf("Connect unary with a trickled body: %d %s after %v", resp.StatusCode, body, time.Since(start))
+	}
+	if s.d.count() != 0 {
+		t.Fatal("a trickled body reached the dispatcher")
+	}
 }
 
 // TestHTTPStreamOutlivesBodyTimeout proves that the body deadline ends with the body: a streamed
