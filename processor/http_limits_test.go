@@ -72,36 +72,47 @@ func TestHTTPBodyTimeout(t *testing.T) {
 }
 
 // TestHTTPStreamOutlivesBodyTimeout proves that the body deadline ends with the body: a streamed
-// response runs on for longer than the body timeout.
+// response runs on for longer than the body timeout, over HTTP/1.1 and HTTP/2.
 func TestHTTPStreamOutlivesBodyTimeout(t *testing.T) {
 	const timeout = 200 * time.Millisecond
-	s := startHTTPTest(t, func(h *httpHandler) { h.bodyTimeout = timeout })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", s.base+"/kstate.httptest.v1.CounterService/Watch", strings.NewReader(`{"id":"hold"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || !strings.Contains(line, `"hold"`) {
-		t.Fatalf("first line %q: %v", line, err)
-	}
-	select {
-	case <-s.d.canceled:
-		t.Fatal("the stream was canceled")
-	case <-time.After(4 * timeout):
-	}
-	cancel()
-	select {
-	case <-s.d.canceled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the streamed call was not canceled when the HTTP client went away")
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	defer h2.CloseIdleConnections()
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		s := startHTTPTest(t, func(h *httpHandler) { h.bodyTimeout = timeout })
+		client := s.client
+		if proto == "HTTP/2.0" {
+			client = &http.Client{Transport: h2}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, "POST", s.base+"/kstate.httptest.v1.CounterService/Watch", strings.NewReader(`{"id":"hold"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Proto != proto {
+			t.Fatalf("answered over %s, want %s", resp.Proto, proto)
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || !strings.Contains(line, `"hold"`) {
+			t.Fatalf("%s: first line %q: %v", proto, line, err)
+		}
+		select {
+		case <-s.d.canceled:
+			t.Fatalf("%s: the stream was canceled", proto)
+		case <-time.After(4 * timeout):
+		}
+		cancel()
+		select {
+		case <-s.d.canceled:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the streamed call was not canceled when the HTTP client went away", proto)
+		}
+		_ = resp.Body.Close()
 	}
 }
 
