@@ -16,17 +16,18 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -160,8 +161,8 @@ func httpCartFile() *descriptorpb.FileDescriptorProto {
 	}
 }
 
-// httpCounterFile is a small action service with an int64 field, query parameters and a
-// server-streaming method with a rule.
+// httpCounterFile is a small action service with an int64 field, query parameters, a
+// server-streaming method with a rule, and a rule binding a nested field and a body field.
 func httpCounterFile() *descriptorpb.FileDescriptorProto {
 	const c = ".kstate.httptest.v1.Counter"
 	return &descriptorpb.FileDescriptorProto{
@@ -175,6 +176,14 @@ func httpCounterFile() *descriptorpb.FileDescriptorProto {
 				httpField("value", 2, httpTInt64, "", false, false),
 				httpField("tags", 3, httpTString, "", true, false),
 			}},
+			{Name: proto.String("Item"), Field: []*descriptorpb.FieldDescriptorProto{
+				httpField("id", 1, httpTString, "", false, false),
+				httpField("name", 2, httpTString, "", false, false),
+			}},
+			{Name: proto.String("PutItem"), Field: []*descriptorpb.FieldDescriptorProto{
+				httpField("shelf", 1, httpTString, "", false, false),
+				httpField("item", 2, httpTMsg, ".kstate.httptest.v1.Item", false, false),
+			}},
 		},
 		Service: []*descriptorpb.ServiceDescriptorProto{{
 			Name: proto.String("CounterService"),
@@ -182,6 +191,8 @@ func httpCounterFile() *descriptorpb.FileDescriptorProto {
 				httpMethod("Get", c, c, false, false, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/counters/{id}"}}),
 				httpMethod("Watch", c, c, false, true, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/counters/{id}/watch"}}),
 				httpMethod("Upload", c, c, true, false, nil),
+				httpMethod("PutItem", ".kstate.httptest.v1.PutItem", c, false, false,
+					&annotations.HttpRule{Pattern: &annotations.HttpRule_Put{Put: "/shelves/{shelf}/items/{item.id}"}, Body: "item"}),
 			},
 		}},
 	}
@@ -380,7 +391,8 @@ type httpTestServer struct {
 	client *http.Client
 }
 
-func startHTTPTest(t *testing.T) *httpTestServer {
+// startHTTPTest starts the front door; each of opts adjusts the handler before it serves.
+func startHTTPTest(t *testing.T, opts ...func(*httpHandler)) *httpTestServer {
 	t.Helper()
 	cat := httpTestCatalog(t)
 	d := &httpTestDispatcher{canceled: make(chan struct{})}
@@ -390,6 +402,9 @@ func startHTTPTest(t *testing.T) *httpTestServer {
 	h, err := NewHTTPHandler(cat, gs, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(h.(*httpHandler))
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -437,6 +452,58 @@ func (s *httpTestServer) do(t *testing.T, method, path, body string, hdr ...stri
 		t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
 	return resp, string(b)
+}
+
+// raw writes req on a new TCP connection, then the chunks of more, and reads one response within
+// 10 s. It returns the response and its body (read until the response ends, within the same time).
+func (s *httpTestServer) raw(t *testing.T, req string, more ...string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for _, p := range append([]string{req}, more...) {
+		if _, err := io.WriteString(c, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to %.40q: %v", req, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the answer to %.40q: %v", req, err)
+	}
+	return resp, string(b)
+}
+
+// httpExpectStatus checks that resp is an error answer with HTTP status code and a JSON
+// google.rpc.Status body with the gRPC code want, and returns the status's message.
+func httpExpectStatus(t *testing.T, resp *http.Response, body string, code int, want codes.Code) string {
+	t.Helper()
+	if resp.StatusCode != code {
+		t.Fatalf("status %d, want %d; body %s", resp.StatusCode, code, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("HTTP %d answered with Content-Type %q, want application/json; body %q", code, ct, body)
+	}
+	for k := range resp.Header {
+		if strings.HasPrefix(k, "Grpc-") {
+			t.Fatalf("HTTP %d answered with gRPC header %s: %v", code, k, resp.Header[k])
+		}
+	}
+	var st statuspb.Status
+	if err := protojson.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("HTTP %d body %q is not a google.rpc.Status: %v", code, body, err)
+	}
+	if codes.Code(st.GetCode()) != want || st.GetMessage() == "" {
+		t.Fatalf("HTTP %d body %s: code %v, want %v with a message", code, body, codes.Code(st.GetCode()), want)
+	}
+	return st.GetMessage()
 }
 
 // expect checks a response's status code.
@@ -560,200 +627,6 @@ func TestHTTPDefaultRouteAndInt64(t *testing.T) {
 	resp, body = s.do(t, "GET", "/counters/c2", "")
 	httpExpect(t, resp, body, 200)
 	httpJSONEqual(t, body, `{"id":"c2","value":"0","tags":[]}`)
-}
-
-func TestHTTPErrors(t *testing.T) {
-	s := startHTTPTest(t)
-
-	// A command failure is gRPC UNKNOWN: HTTP 500 with the description in a google.rpc.Status body.
-	resp, body := s.do(t, "GET", "/carts/fail", "")
-	httpExpect(t, resp, body, 500)
-	httpJSONEqual(t, body, `{"code":2,"message":"boom","details":[]}`)
-	resp, body = s.do(t, "POST", "/com.example.shoppingcart.ShoppingCart/GetCart", `{"userId":"fail"}`)
-	httpExpect(t, resp, body, 500)
-	if !strings.Contains(body, `"boom"`) {
-		t.Fatalf("body %s lacks the description", body)
-	}
-
-	n := s.d.count()
-	for _, c := range []struct{ method, path, body string }{
-		{"GET", "/nope", ""},
-		{"POST", "/kstate.test.v1.EventSourcedTest/Nope", `{}`},
-		{"POST", "/kstate.test.v1.Unknown/Process", `{}`},
-		{"GET", "/carts", ""},
-		{"GET", "/carts/u1/items/extra", ""},
-	} {
-		resp, body := s.do(t, c.method, c.path, c.body)
-		httpExpect(t, resp, body, 404)
-	}
-
-	// Bad JSON, unknown fields, wrong types: 400 before anything reaches the dispatcher.
-	for _, body := range []string{`{"productId":`, `{"nope":1}`, `{"quantity":"many"}`, `[1]`} {
-		resp, got := s.do(t, "POST", "/cart/u1/items/add", body)
-		httpExpect(t, resp, got, 400)
-		// A REST client gets a JSON error, with no gRPC framing headers.
-		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-			t.Fatalf("bad request answered with Content-Type %q", ct)
-		}
-		for k := range resp.Header {
-			if strings.HasPrefix(k, "Grpc-") {
-				t.Fatalf("bad request answered with gRPC header %s: %v", k, resp.Header[k])
-			}
-		}
-	}
-	// A body on a rule without one, and an unknown query parameter (vanguard v0.4.0 reports both
-	// as UNKNOWN; the front door corrects them).
-	resp, body = s.do(t, "POST", "/cart/u1/items/p1/remove", `{"x":1}`)
-	httpExpect(t, resp, body, 400)
-	if !strings.Contains(body, "no body") || !strings.Contains(body, `"code":3`) {
-		t.Fatalf("body %s", body)
-	}
-	resp, body = s.do(t, "GET", "/counters/c1?nope=1", "")
-	httpExpect(t, resp, body, 400)
-	resp, body = s.do(t, "GET", "/counters/c1/watch?nope=1", "")
-	httpExpect(t, resp, body, 400)
-	// A malformed query value.
-	resp, body = s.do(t, "GET", "/counters/c1?value=abc", "")
-	httpExpect(t, resp, body, 400)
-	// Unsupported media type.
-	resp, body = s.do(t, "POST", "/cart/u1/items/add", `x`, "Content-Type", "text/plain")
-	httpExpect(t, resp, body, 415)
-	if got := s.d.count(); got != n {
-		t.Fatalf("the dispatcher received %d commands for rejected requests", got-n)
-	}
-
-	// A missing entity key is the ingress's InvalidArgument: 400 with its message.
-	resp, body = s.do(t, "POST", "/kstate.test.v1.EventSourcedTest/Process", `{"payload":"p"}`)
-	httpExpect(t, resp, body, 400)
-	if !strings.Contains(body, "entity key") || !strings.Contains(body, `"code":3`) {
-		t.Fatalf("body %s", body)
-	}
-
-	// Client streaming is not served over REST.
-	resp, body = s.do(t, "POST", "/kstate.test.v1.ActionTest/StreamedIn", `{"id":"a"}`)
-	httpExpect(t, resp, body, http.StatusUnsupportedMediaType)
-}
-
-// readNDJSON splits an NDJSON body into lines.
-func httpReadNDJSON(body string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		if sc.Text() != "" {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
-}
-
-func TestHTTPServerStreaming(t *testing.T) {
-	s := startHTTPTest(t)
-
-	// NDJSON by rule, with query parameters and path variables.
-	resp, body := s.do(t, "GET", "/counters/c1/watch?tags=x", "")
-	httpExpect(t, resp, body, 200)
-	if ct := resp.Header.Get("Content-Type"); ct != ContentTypeNDJSON {
-		t.Fatalf("content-type %q", ct)
-	}
-	lines := httpReadNDJSON(body)
-	if len(lines) != 3 {
-		t.Fatalf("%d lines: %q", len(lines), body)
-	}
-	for i, l := range lines {
-		httpJSONEqual(t, l, fmt.Sprintf(`{"id":"c1","value":"%d","tags":[]}`, 1<<60+i))
-	}
-	if got := resp.Trailer.Get("Grpc-Status"); got != "0" {
-		t.Fatalf("trailer grpc-status %q", got)
-	}
-	if c := s.d.last(t); c.method != "/kstate.httptest.v1.CounterService/Watch" || httpFieldOf(c.msg, "tags") != "[x]" {
-		t.Fatalf("Watch command %s %v", c.method, c.msg)
-	}
-
-	// The default route of a method without a rule, with request metadata.
-	resp, body = s.do(t, "POST", "/kstate.test.v1.ActionTest/StreamedOut", `{"id":"a","payload":"x"}`, "X-Trace", "t1")
-	httpExpect(t, resp, body, 200)
-	lines = httpReadNDJSON(body)
-	if len(lines) != 3 {
-		t.Fatalf("%d lines: %q", len(lines), body)
-	}
-	for i, l := range lines {
-		httpJSONEqual(t, l, fmt.Sprintf(`{"message":"x-%d"}`, i))
-	}
-	if md := MetadataToGRPC(s.d.last(t).md); len(md["x-trace"]) != 1 || md["x-trace"][0] != "t1" {
-		t.Fatalf("stream metadata %v lacks x-trace", md)
-	}
-
-	// Server-sent events on request.
-	resp, body = s.do(t, "GET", "/counters/c2/watch", "", "Accept", "text/event-stream")
-	httpExpect(t, resp, body, 200)
-	if ct := resp.Header.Get("Content-Type"); ct != ContentTypeSSE {
-		t.Fatalf("content-type %q", ct)
-	}
-	var want strings.Builder
-	for i := 0; i < 3; i++ {
-		fmt.Fprintf(&want, "data: {\"id\":\"c2\",\"value\":\"%d\",\"tags\":[]}\n\n", 1<<60+i)
-	}
-	if strings.ReplaceAll(body, " ", "") != strings.ReplaceAll(want.String(), " ", "") {
-		t.Fatalf("SSE body %q, want %q", body, want.String())
-	}
-
-	// A failure before the first reply is a plain HTTP error.
-	resp, body = s.do(t, "POST", "/kstate.test.v1.ActionTest/StreamedOut", `{"id":"a","payload":"fail-early"}`)
-	httpExpect(t, resp, body, 500)
-	httpJSONEqual(t, body, `{"code":2,"message":"early boom","details":[]}`)
-
-	// A failure after a reply ends the stream with an error line / event and the trailers.
-	resp, body = s.do(t, "POST", "/kstate.test.v1.ActionTest/StreamedOut", `{"id":"a","payload":"fail-late"}`)
-	httpExpect(t, resp, body, 200)
-	lines = httpReadNDJSON(body)
-	if len(lines) != 2 {
-		t.Fatalf("%d lines: %q", len(lines), body)
-	}
-	httpJSONEqual(t, lines[0], `{"message":"fail-late-0"}`)
-	httpJSONEqual(t, lines[1], `{"error":{"code":2,"message":"late boom","details":[]}}`)
-	if resp.Trailer.Get("Grpc-Status") != "2" || resp.Trailer.Get("Grpc-Message") != "late%20boom" {
-		t.Fatalf("trailers %v", resp.Trailer)
-	}
-	resp, body = s.do(t, "GET", "/counters/fail-late/watch", "", "Accept", "text/event-stream")
-	httpExpect(t, resp, body, 200)
-	if !strings.Contains(body, "event: error\ndata: {") || !strings.Contains(body, "late boom") || strings.Count(body, "data: ") != 2 {
-		t.Fatalf("SSE body %q", body)
-	}
-
-	// Routing errors of streaming routes: bad JSON, wrong HTTP method, unknown paths.
-	resp, body = s.do(t, "POST", "/kstate.test.v1.ActionTest/StreamedOut", `{"id":`)
-	httpExpect(t, resp, body, 400)
-	resp, body = s.do(t, "POST", "/counters/c1/watch", "")
-	httpExpect(t, resp, body, http.StatusMethodNotAllowed)
-	resp, body = s.do(t, "GET", "/counters/c1/watch/more", "")
-	httpExpect(t, resp, body, 404)
-}
-
-func TestHTTPStreamingCancel(t *testing.T) {
-	s := startHTTPTest(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", s.base+"/counters/hold/watch", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	// The first reply arrives while the call is still running: replies are not buffered.
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || !strings.Contains(line, `"hold"`) {
-		t.Fatalf("first line %q: %v", line, err)
-	}
-	// The client going away cancels the call.
-	cancel()
-	select {
-	case <-s.d.canceled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the streamed call was not canceled when the HTTP client went away")
-	}
 }
 
 func TestHTTPSamePortGRPC(t *testing.T) {
@@ -887,102 +760,6 @@ func TestHTTPOverHTTP2(t *testing.T) {
 		t.Fatalf("grpc+json: %d %q %v trailers %v", resp.StatusCode, raw, err, resp.Trailer)
 	}
 	httpJSONEqual(t, string(raw[5:]), `{"message":"Process:j"}`)
-}
-
-func TestNewHTTPHandlerRejects(t *testing.T) {
-	if _, err := NewHTTPHandler(nil, http.NotFoundHandler(), nil); err == nil {
-		t.Fatal("nil catalog accepted")
-	}
-	cat := httpTestCatalog(t)
-	if _, err := NewHTTPHandler(cat, nil, nil); err == nil {
-		t.Fatal("nil gRPC handler accepted")
-	}
-
-	// A rule naming a field the input does not have.
-	bad := &descriptorpb.FileDescriptorProto{
-		Name:       proto.String("kstate/httptest/bad.proto"),
-		Package:    proto.String("kstate.httptest.bad"),
-		Syntax:     proto.String("proto3"),
-		Dependency: []string{"kstate/httptest/counter.proto"},
-		Service: []*descriptorpb.ServiceDescriptorProto{{
-			Name: proto.String("Bad"),
-			Method: []*descriptorpb.MethodDescriptorProto{
-				httpMethod("Get", ".kstate.httptest.v1.Counter", ".kstate.httptest.v1.Counter", false, false,
-					&annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/bad/{nope}"}}),
-			},
-		}},
-	}
-	files := []*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile(), bad}
-	spec := &cloudstatepb.EntitySpec{
-		Proto: descriptorSet([]protoreflect.FileDescriptor{
-			cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
-		}, files...),
-		Entities: []*cloudstatepb.Entity{{EntityType: ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
-	}
-	badCat, err := BuildCatalog(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = NewHTTPHandler(badCat, http.NotFoundHandler(), nil)
-	if err == nil || !strings.Contains(err.Error(), "nope") {
-		t.Fatalf("bad rule: %v", err)
-	}
-}
-
-// TestTranscodingFilesUnknownOption proves that a google.api.http option vanguard cannot see
-// (unknown fields, as when descriptors were parsed without genproto's annotations linked in) is
-// made visible, and that the default binding is added.
-func TestTranscodingFilesUnknownOption(t *testing.T) {
-	rule, err := proto.Marshal(&annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/counters/{id}"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rawOpts := protowire.AppendBytes(protowire.AppendTag(nil, protowire.Number(annotations.E_Http.TypeDescriptor().Number()), protowire.BytesType), rule)
-	opts := &descriptorpb.MethodOptions{}
-	if err := (proto.UnmarshalOptions{Resolver: new(protoregistry.Types)}).Unmarshal(rawOpts, opts); err != nil {
-		t.Fatal(err)
-	}
-	if len(opts.ProtoReflect().GetUnknown()) == 0 {
-		t.Fatal("the option did not stay unknown")
-	}
-	fdp := httpCounterFile()
-	fdp.Service[0].Method[0].Options = opts
-	var set descriptorpb.FileDescriptorSet
-	if err := proto.Unmarshal(descriptorSet([]protoreflect.FileDescriptor{
-		cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto,
-	}, fdp), &set); err != nil {
-		t.Fatal(err)
-	}
-	// Keep the option unknown in the source registry too.
-	set.File[len(set.File)-1].Service[0].Method[0].Options = opts
-	src, err := protodesc.NewFiles(&set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	get := func(files *protoregistry.Files, method string) protoreflect.MethodDescriptor {
-		d, err := files.FindDescriptorByName(protoreflect.FullName("kstate.httptest.v1.CounterService." + method))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.(protoreflect.MethodDescriptor)
-	}
-	if get(src, "Get").Options().ProtoReflect().Has(annotations.E_Http.TypeDescriptor()) {
-		t.Fatal("the source descriptor already exposes the option: the test proves nothing")
-	}
-
-	out, err := transcodingFiles(src, map[protoreflect.FullName]bool{"kstate.httptest.v1.CounterService": true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, ok := proto.GetExtension(get(out, "Get").Options(), annotations.E_Http).(*annotations.HttpRule)
-	if !ok || r.GetGet() != "/counters/{id}" || len(r.GetAdditionalBindings()) != 1 ||
-		r.GetAdditionalBindings()[0].GetPost() != "/kstate.httptest.v1.CounterService/Get" || r.GetAdditionalBindings()[0].GetBody() != "*" {
-		t.Fatalf("rule %v", r)
-	}
-	r, ok = proto.GetExtension(get(out, "Upload").Options(), annotations.E_Http).(*annotations.HttpRule)
-	if !ok || r.GetPost() != "/kstate.httptest.v1.CounterService/Upload" || r.GetBody() != "*" || len(r.GetAdditionalBindings()) != 0 {
-		t.Fatalf("default rule %v", r)
-	}
 }
 
 func TestServeMuxShutdown(t *testing.T) {

@@ -148,13 +148,14 @@ func (in *Ingress) Catalog() *Catalog { return in.cat.Load() }
 // Limits returns the effective limits.
 func (in *Ingress) Limits() Limits { return in.lim }
 
-// ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
-// (forced, so user messages stay bytes while registered services keep working), the message size
-// and stream limits, and the unknown-service handler.
 // forwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
 // method and entity names, and the client's metadata.
 const forwardOverhead = 256 << 10
 
+// ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
+// (forced, so user messages stay bytes while registered services keep working), the message size,
+// header size and stream limits, and the unknown-service handler. Request headers are capped at
+// 64 KiB, the limit of the HTTP front door on the same port (grpc-go's default is 16 MiB).
 func (in *Ingress) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(Codec{}),
@@ -162,6 +163,7 @@ func (in *Ingress) ServerOptions() []grpc.ServerOption {
 		// Clients may ping idle connections to notice a paused node within seconds.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxSendMsgSize(in.lim.MaxSendBytes),
+		grpc.MaxHeaderListSize(httpMaxHeaderBytes),
 		grpc.MaxConcurrentStreams(in.lim.MaxConcurrentStreams),
 		grpc.UnknownServiceHandler(in.Handler()),
 		// Reuse stream goroutines rather than start (and grow the stack of) one per request.

@@ -74,6 +74,7 @@ func inprocNode(t *testing.T, brokers []string, app, dataDir string) (*Node, *gr
 	if err := n.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = n.Close() }) // a second Close is a no-op
 	cc, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -3,9 +3,9 @@ package processor
 import (
 	"bytes"
 	"errors"
-	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -13,21 +13,44 @@ import (
 // gRPC clients talk cleartext.
 var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
+// Accept and sniff bounds of the split listener.
+const (
+	// sniffTimeout bounds how long a new connection may stay silent, or stop inside the HTTP/2
+	// preface, before it is classified: a silent one is closed, a partial preface goes to HTTP/1.
+	sniffTimeout = 10 * time.Second
+	// minAcceptDelay and maxAcceptDelay bound the back-off after a temporary accept error, the
+	// values of net/http.Server.Serve.
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
 // splitListener shares one port between gRPC and HTTP/1.1: each accepted connection is routed by
 // its first bytes — the HTTP/2 preface to the native gRPC server (grpc-go's fast path), anything
 // else to the HTTP/JSON front door (vanguard, gRPC-Web, Connect). HTTP/2 clients that are not gRPC
 // reach the gRPC server; REST over HTTP/2 cleartext is therefore not served (browsers never use
 // it; curl does only with --http2-prior-knowledge).
+//
+// A connection is classified as soon as its bytes so far cannot begin the preface (the first byte
+// of an HTTP/1 request already rules it out), so short requests never wait. Accept errors that are
+// temporary (out of file descriptors, a connection aborted before it was accepted) are retried with
+// the back-off of net/http.Server.Serve; any other error closes the listener.
 type splitListener struct {
 	lis       net.Listener
 	h2, h1    *chanListener
+	sniff     time.Duration
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
 }
 
 func newSplitListener(lis net.Listener) *splitListener {
-	s := &splitListener{lis: lis, done: make(chan struct{})}
+	return startSplitListener(lis, sniffTimeout)
+}
+
+// startSplitListener starts splitting lis, closing or classifying connections that stay silent
+// for sniff.
+func startSplitListener(lis net.Listener, sniff time.Duration) *splitListener {
+	s := &splitListener{lis: lis, sniff: sniff, done: make(chan struct{})}
 	s.h2 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.h1 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.wg.Add(1)
@@ -37,45 +60,111 @@ func newSplitListener(lis net.Listener) *splitListener {
 
 func (s *splitListener) accept() {
 	defer s.wg.Done()
+	var delay time.Duration
 	for {
 		c, err := s.lis.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			select {
+			case <-s.done:
+				return
+			default:
 			}
-			s.Close()
-			return
+			if !temporaryAcceptError(err) {
+				s.Close()
+				return
+			}
+			delay = nextAcceptDelay(delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+				return
+			}
+			continue
 		}
+		delay = 0
 		s.wg.Add(1)
-		go func() { // one per connection until its first bytes are read (bounded by a deadline)
+		go func() { // one per connection until its first bytes are read (bounded by s.sniff)
 			defer s.wg.Done()
 			s.route(c)
 		}()
 	}
 }
 
+// nextAcceptDelay returns the back-off after an accept error that follows a delay of d (0 after a
+// success): 5 ms, doubling up to 1 s.
+func nextAcceptDelay(d time.Duration) time.Duration {
+	if d == 0 {
+		return minAcceptDelay
+	}
+	return min(2*d, maxAcceptDelay)
+}
+
+// temporaryAcceptError reports whether an Accept error leaves the listener usable: a timeout, a
+// shortage of file descriptors or buffers, or a connection reset or aborted before it was accepted
+// (the errors net/http.Server.Serve retries, without the deprecated net.Error.Temporary).
+func temporaryAcceptError(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{
+		syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *splitListener) route(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, len(http2Preface))
-	n, err := io.ReadFull(c, buf)
-	_ = c.SetReadDeadline(time.Time{})
-	pc := &peekedConn{Conn: c, head: buf[:n]}
-	target := s.h1
-	if err == nil && bytes.Equal(buf, http2Preface) {
-		target = s.h2
-	} else if n == 0 {
-		_ = c.Close()
+	sniffed := make(chan struct{})
+	go func() { // Close interrupts the sniff rather than wait it out
+		select {
+		case <-s.done:
+			_ = c.SetReadDeadline(time.Now())
+		case <-sniffed:
+		}
+	}()
+	head, h2 := sniffPreface(c, s.sniff)
+	close(sniffed)
+	if len(head) == 0 {
+		_ = c.Close() // silent for s.sniff, or closed before sending anything
 		return
 	}
+	target := s.h1
+	if h2 {
+		target = s.h2
+	}
 	select {
-	case target.conns <- pc:
+	case target.conns <- &peekedConn{Conn: c, head: head}:
 	case <-s.done:
 		_ = c.Close()
 	}
 }
 
-// Close stops accepting; connections already handed over belong to their servers.
+// sniffPreface reads c until its first bytes are the whole HTTP/2 preface, or cannot begin it
+// any more, or timeout passes, and returns the bytes read and whether they are the preface.
+func sniffPreface(c net.Conn, timeout time.Duration) (head []byte, h2 bool) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	buf := make([]byte, len(http2Preface))
+	n := 0
+	for n < len(buf) {
+		m, err := c.Read(buf[n:])
+		n += m
+		if !bytes.Equal(buf[:n], http2Preface[:n]) || err != nil {
+			return buf[:n], false
+		}
+	}
+	return buf, true
+}
+
+// Close stops accepting and closes connections still being classified; connections already
+// handed over belong to their servers.
 func (s *splitListener) Close() {
 	s.closeOnce.Do(func() {
 		close(s.done)

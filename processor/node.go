@@ -98,6 +98,9 @@ type Node struct {
 	boot       string // random per process
 	conns      connPool
 
+	closeOnce sync.Once
+	closeErr  error
+
 	mu       sync.Mutex
 	parts    map[int32]*partSup // partitions assigned to this node
 	local    map[int32]*owner   // partitions restored and serving (or restoring: requests queue)
@@ -363,7 +366,13 @@ func (n *Node) serve() error {
 }
 
 // Close leaves the group (handing partitions over), stops serving and releases everything.
+// Close is idempotent: later calls return the first call's result.
 func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
 	if n.cancel == nil {
 		return nil
 	}
