@@ -258,7 +258,7 @@ func (m *ORMap) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 				if ctx.naive {
 					w.own = w.visible.copyState()
 				}
-			} else if add || ctx.naive {
+			} else if add {
 				w = &work{key: ed.GetKey(), kind: kind, visible: New(kind).impl(), own: New(kind).impl(), retire: dotSet{}, changed: true}
 			} else {
 				return nil // an update of a removed key
