@@ -2,7 +2,9 @@ package crdtlog
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
+	"math"
 	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -145,6 +147,18 @@ type dotGen struct {
 	node   string
 	last   uint64
 	issued []uint64
+}
+
+// maxOpDots bounds the dots one operation may issue (every element or entry of an operation
+// takes at most a few, and a decoded operation is bounded by the record size).
+const maxOpDots = 1 << 32
+
+// check fails when the node's counters are nearly exhausted (only a hostile state gets there).
+func (g *dotGen) check() error {
+	if g.last > math.MaxUint64-maxOpDots {
+		return fmt.Errorf("%w: node %q's dot counter %d is exhausted", ErrIllegalChange, g.node, g.last)
+	}
+	return nil
 }
 
 func (g *dotGen) next() uint64 {

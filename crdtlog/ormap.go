@@ -205,6 +205,9 @@ func (m *ORMap) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 	nested := *ctx
 	if ctx.gen == nil {
 		own = &dotGen{node: ctx.node, last: m.cc.max(ctx.node)}
+		if err := own.check(); err != nil {
+			return nil, err
+		}
 		nested.gen = own.next
 	}
 	delta := NewORMap()

@@ -218,6 +218,9 @@ func (s *ORSet) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 	var own *dotGen
 	if gen == nil {
 		own = &dotGen{node: ctx.node, last: s.cc.max(ctx.node)}
+		if err := own.check(); err != nil {
+			return nil, err
+		}
 		gen = own.next
 	}
 	delta := NewORSet()

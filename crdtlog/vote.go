@@ -1,6 +1,9 @@
 package crdtlog
 
 import (
+	"fmt"
+	"math"
+
 	"github.com/kstatehq/kstate/proto/cloudstate/crdtpb"
 )
 
@@ -53,12 +56,12 @@ func (v *Vote) Cast(node string, vote bool) (*Vote, error) {
 	if err := checkNode(node); err != nil {
 		return nil, err
 	}
-	d := v.cast(&applyCtx{node: node}, vote)
+	d, err := v.cast(&applyCtx{node: node}, vote)
 	if d != nil {
 		v.join(d)
 		v.pending.add(d)
 	}
-	return d, nil
+	return d, err
 }
 
 // Remove drops node's vote (the node left the app) and returns the replication delta, nil if
@@ -75,20 +78,24 @@ func (v *Vote) Remove(node string) *Vote {
 	return d
 }
 
-func (v *Vote) cast(ctx *applyCtx, vote bool) *Vote {
+func (v *Vote) cast(ctx *applyCtx, vote bool) (*Vote, error) {
 	e, ok := v.votes[ctx.node]
 	if ok && e.vote == vote {
-		return nil
+		return nil, nil
 	}
 	var version uint64
 	if ctx.gen != nil {
 		version = ctx.gen()
 	} else {
-		version = max(e.version, v.removed[ctx.node]) + 1
+		version = max(e.version, v.removed[ctx.node])
+		if version == math.MaxUint64 {
+			return nil, fmt.Errorf("%w: node %q's vote version is exhausted", ErrIllegalChange, ctx.node)
+		}
+		version++
 	}
 	d := NewVote()
 	d.votes[ctx.node] = voteEntry{version: version, vote: vote}
-	return d
+	return d, nil
 }
 
 // Merge joins a Vote state or delta.
@@ -150,10 +157,11 @@ func (v *Vote) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 	if !ok {
 		return nil, opKindMismatch(KindVote, op)
 	}
-	if d := v.cast(ctx, d.Vote.GetSelfVote()); d != nil {
-		return d, nil
+	vd, err := v.cast(ctx, d.Vote.GetSelfVote())
+	if vd == nil || err != nil {
+		return nil, err
 	}
-	return nil, nil
+	return vd, nil
 }
 
 func (v *Vote) copyState() impl {
