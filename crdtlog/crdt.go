@@ -281,7 +281,9 @@ func doMerge(c impl, other CRDT) error {
 	if other.Kind() != c.Kind() {
 		return kindMismatch(c.Kind(), other.Kind())
 	}
-	c.join(other.impl())
+	if o := other.impl(); o != c {
+		c.join(o)
+	}
 	return nil
 }
 
