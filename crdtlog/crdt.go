@@ -232,6 +232,8 @@ type pending struct {
 	delta impl
 }
 
+// Delta returns the merge of the replication deltas of the changes since the last ResetDelta,
+// nil if there was none; the result is the caller's.
 func (p *pending) Delta() CRDT {
 	if p.delta == nil {
 		return nil
@@ -239,6 +241,7 @@ func (p *pending) Delta() CRDT {
 	return p.delta.copyState()
 }
 
+// ResetDelta forgets the pending delta (once it is published).
 func (p *pending) ResetDelta() { p.delta = nil }
 
 func (p *pending) add(d impl) {

@@ -42,13 +42,13 @@ func ElementID(a *anypb.Any) []byte { return []byte(elementID(a)) }
 // AnyEqual reports whether two Anys are the same element.
 func AnyEqual(a, b *anypb.Any) bool { return elementID(a) == elementID(b) }
 
-// Dot is a unique event: the Counter-th dot issued by Node (counters start at 1).
-type Dot struct {
+// dot is a unique event: the Counter-th dot issued by Node (counters start at 1).
+type dot struct {
 	Node    string
 	Counter uint64
 }
 
-func (d Dot) compare(o Dot) int {
+func (d dot) compare(o dot) int {
 	if c := cmp.Compare(d.Node, o.Node); c != 0 {
 		return c
 	}
@@ -60,14 +60,14 @@ func (d Dot) compare(o Dot) int {
 // equal to vv+1.
 type causalContext struct {
 	vv    map[string]uint64
-	cloud map[Dot]struct{}
+	cloud map[dot]struct{}
 }
 
 func newContext() causalContext {
-	return causalContext{vv: map[string]uint64{}, cloud: map[Dot]struct{}{}}
+	return causalContext{vv: map[string]uint64{}, cloud: map[dot]struct{}{}}
 }
 
-func (c *causalContext) contains(d Dot) bool {
+func (c *causalContext) contains(d dot) bool {
 	if d.Counter <= c.vv[d.Node] {
 		return true
 	}
@@ -86,7 +86,7 @@ func (c *causalContext) max(node string) uint64 {
 	return m
 }
 
-func (c *causalContext) add(d Dot) {
+func (c *causalContext) add(d dot) {
 	if c.contains(d) {
 		return
 	}
@@ -101,7 +101,7 @@ func (c *causalContext) add(d Dot) {
 // compactNode moves cloud dots of node that extend vv into vv.
 func (c *causalContext) compactNode(node string) {
 	for {
-		next := Dot{node, c.vv[node] + 1}
+		next := dot{node, c.vv[node] + 1}
 		if _, ok := c.cloud[next]; !ok {
 			return
 		}
@@ -136,9 +136,9 @@ func (c *causalContext) clone() causalContext {
 }
 
 // sortedCloud returns the cloud in (node, counter) order.
-func (c *causalContext) sortedCloud() []Dot {
+func (c *causalContext) sortedCloud() []dot {
 	ds := slices.Collect(maps.Keys(c.cloud))
-	slices.SortFunc(ds, Dot.compare)
+	slices.SortFunc(ds, dot.compare)
 	return ds
 }
 
@@ -170,16 +170,16 @@ func (g *dotGen) next() uint64 {
 // record adds every issued dot to c.
 func (g *dotGen) record(c *causalContext) {
 	for _, n := range g.issued {
-		c.add(Dot{g.node, n})
+		c.add(dot{g.node, n})
 	}
 }
 
 // dotSet is a set of dots.
-type dotSet map[Dot]struct{}
+type dotSet map[dot]struct{}
 
-func sortedDots(s dotSet) []Dot {
+func sortedDots(s dotSet) []dot {
 	ds := slices.Collect(maps.Keys(s))
-	slices.SortFunc(ds, Dot.compare)
+	slices.SortFunc(ds, dot.compare)
 	return ds
 }
 

@@ -137,9 +137,9 @@ func gcounterProto(g *GCounter) *kstatev1.GCounterState {
 	return &kstatev1.GCounterState{Counts: nodeCounts(g.counts)}
 }
 
-func dotProto(d Dot) *kstatev1.CrdtDot { return &kstatev1.CrdtDot{Node: d.Node, Counter: d.Counter} }
+func dotProto(d dot) *kstatev1.CrdtDot { return &kstatev1.CrdtDot{Node: d.Node, Counter: d.Counter} }
 
-func dotsProto(ds []Dot) []*kstatev1.CrdtDot {
+func dotsProto(ds []dot) []*kstatev1.CrdtDot {
 	out := make([]*kstatev1.CrdtDot, len(ds))
 	for i, d := range ds {
 		out[i] = dotProto(d)
@@ -238,14 +238,14 @@ func gcounterFrom(s *kstatev1.GCounterState, what string) (*GCounter, error) {
 	return &GCounter{counts: m}, nil
 }
 
-func dotFrom(p *kstatev1.CrdtDot, what string) (Dot, error) {
+func dotFrom(p *kstatev1.CrdtDot, what string) (dot, error) {
 	if err := checkNode(p.GetNode()); err != nil {
-		return Dot{}, decodeErr("%s: %v", what, err)
+		return dot{}, decodeErr("%s: %v", what, err)
 	}
 	if p.GetCounter() == 0 {
-		return Dot{}, decodeErr("%s: dot counter 0", what)
+		return dot{}, decodeErr("%s: dot counter 0", what)
 	}
-	return Dot{p.GetNode(), p.GetCounter()}, nil
+	return dot{p.GetNode(), p.GetCounter()}, nil
 }
 
 func contextFrom(p *kstatev1.CausalContext, what string) (causalContext, error) {
@@ -253,7 +253,7 @@ func contextFrom(p *kstatev1.CausalContext, what string) (causalContext, error) 
 	if err != nil {
 		return causalContext{}, err
 	}
-	c := causalContext{vv: vv, cloud: map[Dot]struct{}{}}
+	c := causalContext{vv: vv, cloud: map[dot]struct{}{}}
 	for _, pd := range p.GetCloud() {
 		d, err := dotFrom(pd, what+" context cloud")
 		if err != nil {
@@ -328,7 +328,7 @@ func ormapFrom(p *kstatev1.ORMapState, depth int) (*ORMap, error) {
 		if len(pe.GetValues()) == 0 {
 			return nil, decodeErr("ORMap entry %d has no values", i)
 		}
-		e := &mapEntry{key: cloneAny(pe.GetKey()), values: map[Dot]impl{}}
+		e := &mapEntry{key: cloneAny(pe.GetKey()), values: map[dot]impl{}}
 		for _, pv := range pe.GetValues() {
 			d, err := dotFrom(pv.GetDot(), "ORMap entry")
 			if err != nil {

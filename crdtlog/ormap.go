@@ -31,11 +31,11 @@ type ORMap struct {
 
 type mapEntry struct {
 	key    *anypb.Any
-	values map[Dot]impl
+	values map[dot]impl
 }
 
 func (e *mapEntry) clone() *mapEntry {
-	c := &mapEntry{key: cloneAny(e.key), values: make(map[Dot]impl, len(e.values))}
+	c := &mapEntry{key: cloneAny(e.key), values: make(map[dot]impl, len(e.values))}
 	for d, v := range e.values {
 		c.values[d] = v.copyState()
 	}
@@ -171,7 +171,7 @@ func (m *ORMap) join(o impl) {
 				continue
 			}
 			if e == nil {
-				e = &mapEntry{key: cloneAny(oe.key), values: map[Dot]impl{}}
+				e = &mapEntry{key: cloneAny(oe.key), values: map[dot]impl{}}
 				m.entries[id] = e
 			}
 			e.values[d] = ov.copyState()
@@ -299,12 +299,12 @@ func (m *ORMap) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 			continue
 		}
 		changed = true
-		dt := Dot{ctx.node, nested.gen()}
+		dt := dot{ctx.node, nested.gen()}
 		delta.cc.add(dt)
 		for r := range w.retire {
 			delta.cc.add(r)
 		}
-		delta.entries[id] = &mapEntry{key: cloneAny(w.key), values: map[Dot]impl{dt: w.own}}
+		delta.entries[id] = &mapEntry{key: cloneAny(w.key), values: map[dot]impl{dt: w.own}}
 	}
 	if own != nil {
 		own.record(&delta.cc)

@@ -196,7 +196,7 @@ func (s *ORSet) join(o impl) {
 	s.cc.join(&os.cc)
 }
 
-func has(s dotSet, d Dot) bool { _, ok := s[d]; return ok }
+func has(s dotSet, d dot) bool { _, ok := s[d]; return ok }
 
 func (s *ORSet) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 	d, ok := op.GetDelta().(*crdtpb.CrdtDelta_Orset)
@@ -254,7 +254,7 @@ func (s *ORSet) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 		// A new dot even for a present element: the add then wins over a concurrent remove
 		// that observed the old dots.
 		removeObserved(id)
-		dt := Dot{ctx.node, gen()}
+		dt := dot{ctx.node, gen()}
 		delta.cc.add(dt)
 		delta.elems[id] = &orElem{value: cloneAny(e), dots: dotSet{dt: {}}}
 		changed = true
