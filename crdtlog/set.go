@@ -234,9 +234,7 @@ func (s *ORSet) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 				delta.cc.add(dt)
 			}
 		}
-		if _, ok := delta.elems[id]; ok {
-			delete(delta.elems, id)
-		}
+		delete(delta.elems, id)
 	}
 	if o.GetCleared() {
 		for id := range s.elems {
@@ -266,16 +264,6 @@ func (s *ORSet) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 		return nil, nil
 	}
 	return delta, nil
-}
-
-// containsAll reports whether every dot of s is in c.
-func (c *causalContext) containsAll(s dotSet) bool {
-	for d := range s {
-		if !c.contains(d) {
-			return false
-		}
-	}
-	return true
 }
 
 func (s *ORSet) copyState() impl {
