@@ -127,6 +127,9 @@ type applyCtx struct {
 	// draw their dots and vote versions from the map, so that a removed and re-created value
 	// never reuses a dot).
 	gen func() uint64
+	// depth is the nesting level of the CRDT the operation applies to (1 at the top; values of
+	// a top-level ORMap are at 2); bounded by MaxDepth, so that what Apply builds, Decode reads.
+	depth int
 	// naive applies the operation the way a user function applies it to its own copy (an LWW
 	// write always replaces the value); used by Expected.
 	naive bool
@@ -197,7 +200,7 @@ func Expected(c CRDT, node string, op *crdtpb.CrdtDelta, now int64) (CRDT, error
 		return nil, err
 	}
 	cp := c.impl().copyState()
-	d, err := cp.apply(&applyCtx{node: node, now: now, naive: true}, op)
+	d, err := cp.apply(&applyCtx{node: node, now: now, depth: 1, naive: true}, op)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +270,7 @@ func doApply(c impl, p *pending, node string, op *crdtpb.CrdtDelta, now int64) (
 	if err := checkNode(node); err != nil {
 		return nil, err
 	}
-	d, err := c.apply(&applyCtx{node: node, now: now}, op)
+	d, err := c.apply(&applyCtx{node: node, now: now, depth: 1}, op)
 	if err != nil || d == nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package crdtlog_test
 
 import (
 	"errors"
+	"math"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -178,4 +179,94 @@ func fuzzOps(k crdtlog.Kind) []*crdtpb.CrdtDelta {
 		}), op(&crdtpb.ORMapDelta{Cleared: true})}
 	}
 	return nil
+}
+
+// deepMapOp nests ORMap updates n levels deep.
+func deepMapOp(n int) *crdtpb.CrdtDelta {
+	d := gc(1)
+	for range n {
+		d = op(&crdtpb.ORMapDelta{Added: []*crdtpb.ORMapEntryDelta{entry("k", d)}})
+	}
+	return d
+}
+
+func TestApplyBoundsNesting(t *testing.T) {
+	m := crdtlog.NewORMap()
+	if _, err := m.Apply("node-a", deepMapOp(crdtlog.MaxDepth-1), now); err != nil {
+		t.Fatalf("nesting at the limit: %v", err)
+	}
+	enc, err := crdtlog.Encode(m)
+	must(t, err)
+	if _, err := crdtlog.Decode(enc); err != nil {
+		t.Fatalf("a state at the nesting limit does not decode: %v", err)
+	}
+	if _, err := crdtlog.NewORMap().Apply("node-a", deepMapOp(crdtlog.MaxDepth), now); !errors.Is(err, crdtlog.ErrIllegalChange) {
+		t.Fatalf("nesting past the limit: %v, want ErrIllegalChange", err)
+	}
+}
+
+// FuzzApply: an operation delta from a user function (untrusted) never panics, and whatever
+// Apply accepts leaves a state, and a delta, that encode and decode back to themselves.
+func FuzzApply(f *testing.F) {
+	for _, k := range kinds {
+		for _, o := range fuzzOps(k) {
+			b, err := proto.Marshal(o)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	for _, o := range []*crdtpb.CrdtDelta{deepMapOp(crdtlog.MaxDepth + 2), lww("x", 7, 0), flagOp(false), pn(math.MinInt64)} {
+		b, _ := proto.Marshal(o)
+		f.Add(b)
+	}
+	seeds := seedStates(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var o crdtpb.CrdtDelta
+		if proto.Unmarshal(b, &o) != nil {
+			return
+		}
+		k, err := crdtlog.KindOf(&o)
+		if err != nil {
+			return
+		}
+		states := []crdtlog.CRDT{crdtlog.New(k)}
+		for _, s := range seeds {
+			if s.Kind() == k {
+				states = append(states, s.Clone())
+			}
+		}
+		for _, s := range states {
+			before := s.Clone()
+			_, _ = crdtlog.Expected(s, "node-b", &o, now)
+			d, err := s.Apply("node-b", &o, now)
+			if err != nil {
+				if !s.Equal(before) {
+					t.Fatalf("a rejected operation changed the state: %v", err)
+				}
+				continue
+			}
+			for _, c := range []crdtlog.CRDT{s, d} {
+				if c == nil {
+					continue
+				}
+				enc, err := crdtlog.Encode(c)
+				if errors.Is(err, crdtlog.ErrTooLarge) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := crdtlog.Decode(enc)
+				if err != nil {
+					t.Fatalf("Apply built a state Decode rejects: %v", err)
+				}
+				if !got.Equal(c) {
+					t.Fatalf("round trip changed the state")
+				}
+			}
+			_, _ = crdtlog.ChangeDelta(before, s, "node-b")
+		}
+	})
 }

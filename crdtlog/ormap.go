@@ -210,6 +210,7 @@ func (m *ORMap) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 		}
 		nested.gen = own.next
 	}
+	nested.depth = ctx.depth + 1
 	delta := NewORMap()
 	gone := map[string]bool{}
 	changed := false
@@ -244,6 +245,9 @@ func (m *ORMap) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 		kind, err := KindOf(ed.GetDelta())
 		if err != nil {
 			return fmt.Errorf("ORMapDelta.%s[%d]: %w", field, i, err)
+		}
+		if nested.depth > MaxDepth {
+			return fmt.Errorf("%w: ORMapDelta.%s[%d]: values nested deeper than %d levels", ErrIllegalChange, field, i, MaxDepth)
 		}
 		id := elementID(ed.GetKey())
 		w := works[id]
