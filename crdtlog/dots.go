@@ -135,6 +135,37 @@ func (c *causalContext) clone() causalContext {
 	return causalContext{vv: maps.Clone(c.vv), cloud: maps.Clone(c.cloud)}
 }
 
+// smallContext is the size up to which a join looks up the other side's context dot by dot
+// instead of scanning the receiver's live dots (a variable for tests of both paths).
+var smallContext = func(live int) int { return live/4 + 16 }
+
+// dotsIfSmall returns every dot of c if there are at most limit of them.
+func (c *causalContext) dotsIfSmall(limit int) ([]dot, bool) {
+	if limit < 0 {
+		return nil, false
+	}
+	n := uint64(len(c.cloud))
+	for _, v := range c.vv {
+		n += v
+		if n > uint64(limit) {
+			return nil, false
+		}
+	}
+	if n > uint64(limit) {
+		return nil, false
+	}
+	ds := make([]dot, 0, n)
+	for node, v := range c.vv {
+		for i := uint64(1); i <= v; i++ {
+			ds = append(ds, dot{node, i})
+		}
+	}
+	for d := range c.cloud {
+		ds = append(ds, d)
+	}
+	return ds, true
+}
+
 // sortedCloud returns the cloud in (node, counter) order.
 func (c *causalContext) sortedCloud() []dot {
 	ds := slices.Collect(maps.Keys(c.cloud))

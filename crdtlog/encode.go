@@ -277,7 +277,7 @@ func orsetFrom(p *kstatev1.ORSetState) (*ORSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &ORSet{elems: map[string]*orElem{}, cc: cc}
+	s := &ORSet{elems: map[string]*orElem{}, owner: map[dot]string{}, cc: cc}
 	seen := dotSet{}
 	for i, pe := range p.GetElements() {
 		if pe.GetValue() == nil {
@@ -304,6 +304,7 @@ func orsetFrom(p *kstatev1.ORSetState) (*ORSet, error) {
 			}
 			seen[d] = struct{}{}
 			e.dots[d] = struct{}{}
+			s.owner[d] = id
 		}
 		s.elems[id] = e
 	}
@@ -315,7 +316,7 @@ func ormapFrom(p *kstatev1.ORMapState, depth int) (*ORMap, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &ORMap{entries: map[string]*mapEntry{}, cc: cc}
+	m := &ORMap{entries: map[string]*mapEntry{}, owner: map[dot]string{}, cc: cc}
 	seen := dotSet{}
 	for i, pe := range p.GetEntries() {
 		if pe.GetKey() == nil {
@@ -346,6 +347,7 @@ func ormapFrom(p *kstatev1.ORMapState, depth int) (*ORMap, error) {
 				return nil, err
 			}
 			e.values[d] = v
+			m.owner[d] = id
 		}
 		m.entries[id] = e
 	}

@@ -284,3 +284,33 @@ func TestMergeSelf(t *testing.T) {
 		}
 	})
 }
+
+// TestJoinScanPath runs the laws and convergence for the dot-store types with joins that scan
+// the receiver instead of looking the other side's context up (the path large contexts take).
+func TestJoinScanPath(t *testing.T) {
+	defer crdtlog.SetSmallContext(func(int) int { return -1 })()
+	for _, k := range []crdtlog.Kind{crdtlog.KindORSet, crdtlog.KindORMap} {
+		t.Run(k.String(), func(t *testing.T) {
+			rapid.Check(t, func(t *rapid.T) {
+				a, b, c, h := states(t, k)
+				if ab, ba := merged(t, a, b), merged(t, b, a); !ab.Equal(ba) {
+					t.Fatalf("a⊔b != b⊔a")
+				}
+				if l, r := merged(t, merged(t, a, b), c), merged(t, a, merged(t, b, c)); !l.Equal(r) {
+					t.Fatalf("(a⊔b)⊔c != a⊔(b⊔c)")
+				}
+				oracle := crdtlog.New(k)
+				for _, r := range h.replicas {
+					must(t, oracle.Merge(r))
+				}
+				fromDeltas := crdtlog.New(k)
+				for _, i := range rapid.Permutation(indexes(len(h.deltas))).Draw(t, "order") {
+					must(t, fromDeltas.Merge(h.deltas[i]))
+				}
+				if !fromDeltas.Equal(oracle) {
+					t.Fatalf("deltas alone != merge of full states")
+				}
+			})
+		})
+	}
+}

@@ -2,6 +2,7 @@ package crdtlog
 
 import (
 	"fmt"
+	"maps"
 
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -25,6 +26,7 @@ import (
 // contributions are ignored.
 type ORMap struct {
 	entries map[string]*mapEntry
+	owner   map[dot]string // the entry of every live dot
 	cc      causalContext
 	pending
 }
@@ -64,7 +66,29 @@ func (e *mapEntry) value() impl {
 }
 
 // NewORMap returns an empty ORMap.
-func NewORMap() *ORMap { return &ORMap{entries: map[string]*mapEntry{}, cc: newContext()} }
+func NewORMap() *ORMap {
+	return &ORMap{entries: map[string]*mapEntry{}, owner: map[dot]string{}, cc: newContext()}
+}
+
+// reindex rebuilds owner from entries.
+func (m *ORMap) reindex() {
+	m.owner = map[dot]string{}
+	for id, e := range m.entries {
+		for d := range e.values {
+			m.owner[d] = id
+		}
+	}
+}
+
+func (m *ORMap) drop(d dot, id string) {
+	delete(m.owner, d)
+	if e := m.entries[id]; e != nil {
+		delete(e.values, d)
+		if len(e.values) == 0 {
+			delete(m.entries, id)
+		}
+	}
+}
 
 // Kind is KindORMap.
 func (*ORMap) Kind() Kind { return KindORMap }
@@ -145,41 +169,40 @@ func joinValue(a, b impl) impl {
 
 func (m *ORMap) join(o impl) {
 	om := o.(*ORMap)
-	for id, e := range m.entries {
-		oe := om.entries[id]
-		for d, v := range e.values {
-			if oe != nil {
-				if ov, ok := oe.values[d]; ok {
-					e.values[d] = joinValue(v, ov)
-					continue
+	if ds, ok := om.cc.dotsIfSmall(smallContext(len(m.owner))); ok {
+		for _, d := range ds {
+			if id, live := m.owner[d]; live {
+				if _, kept := om.owner[d]; !kept {
+					m.drop(d, id)
 				}
 			}
-			if om.cc.contains(d) {
-				delete(e.values, d)
+		}
+	} else {
+		for d, id := range m.owner {
+			if _, kept := om.owner[d]; !kept && om.cc.contains(d) {
+				m.drop(d, id)
 			}
 		}
 	}
 	for id, oe := range om.entries {
-		e := m.entries[id]
 		for d, ov := range oe.values {
-			if e != nil {
-				if _, ok := e.values[d]; ok {
-					continue // joined above
+			if mid, live := m.owner[d]; live {
+				if mid == id {
+					e := m.entries[id]
+					e.values[d] = joinValue(e.values[d], ov)
 				}
+				continue
 			}
 			if m.cc.contains(d) {
 				continue
 			}
+			e := m.entries[id]
 			if e == nil {
 				e = &mapEntry{key: cloneAny(oe.key), values: map[dot]impl{}}
 				m.entries[id] = e
 			}
 			e.values[d] = ov.copyState()
-		}
-	}
-	for id, e := range m.entries {
-		if len(e.values) == 0 {
-			delete(m.entries, id)
+			m.owner[d] = id
 		}
 	}
 	m.cc.join(&om.cc)
@@ -316,11 +339,12 @@ func (m *ORMap) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 	if !changed {
 		return nil, nil
 	}
+	delta.reindex()
 	return delta, nil
 }
 
 func (m *ORMap) copyState() impl {
-	c := &ORMap{entries: make(map[string]*mapEntry, len(m.entries)), cc: m.cc.clone()}
+	c := &ORMap{entries: make(map[string]*mapEntry, len(m.entries)), owner: maps.Clone(m.owner), cc: m.cc.clone()}
 	for id, e := range m.entries {
 		c.entries[id] = e.clone()
 	}

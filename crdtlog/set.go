@@ -101,6 +101,7 @@ func (s *GSet) copyState() impl {
 // merge tells "removed" from "not yet seen".
 type ORSet struct {
 	elems map[string]*orElem
+	owner map[dot]string // the element of every live dot
 	cc    causalContext
 	pending
 }
@@ -115,7 +116,29 @@ func (e *orElem) clone() *orElem {
 }
 
 // NewORSet returns an empty ORSet.
-func NewORSet() *ORSet { return &ORSet{elems: map[string]*orElem{}, cc: newContext()} }
+func NewORSet() *ORSet {
+	return &ORSet{elems: map[string]*orElem{}, owner: map[dot]string{}, cc: newContext()}
+}
+
+// reindex rebuilds owner from elems.
+func (s *ORSet) reindex() {
+	s.owner = map[dot]string{}
+	for id, e := range s.elems {
+		for d := range e.dots {
+			s.owner[d] = id
+		}
+	}
+}
+
+func (s *ORSet) drop(d dot, id string) {
+	delete(s.owner, d)
+	if e := s.elems[id]; e != nil {
+		delete(e.dots, d)
+		if len(e.dots) == 0 {
+			delete(s.elems, id)
+		}
+	}
+}
 
 // Kind is KindORSet.
 func (*ORSet) Kind() Kind { return KindORSet }
@@ -164,33 +187,37 @@ func (s *ORSet) MarshalBinary() ([]byte, error) { return Encode(s) }
 func (s *ORSet) impl() impl { return s }
 
 // join is the dot-store join: a dot survives if both sides have it, or if one side has it and
-// the other has not seen it.
+// the other has not seen it. Its cost follows the size of o (a delta) when o's context is small,
+// the size of the receiver otherwise.
 func (s *ORSet) join(o impl) {
 	os := o.(*ORSet)
-	for id, e := range s.elems {
-		oe := os.elems[id]
-		for d := range e.dots {
-			if (oe == nil || !has(oe.dots, d)) && os.cc.contains(d) {
-				delete(e.dots, d)
+	if ds, ok := os.cc.dotsIfSmall(smallContext(len(s.owner))); ok {
+		for _, d := range ds {
+			if id, live := s.owner[d]; live {
+				if _, kept := os.owner[d]; !kept {
+					s.drop(d, id)
+				}
+			}
+		}
+	} else {
+		for d, id := range s.owner {
+			if _, kept := os.owner[d]; !kept && os.cc.contains(d) {
+				s.drop(d, id)
 			}
 		}
 	}
 	for id, oe := range os.elems {
-		e := s.elems[id]
 		for d := range oe.dots {
-			if e != nil && has(e.dots, d) || s.cc.contains(d) {
+			if _, live := s.owner[d]; live || s.cc.contains(d) {
 				continue
 			}
+			e := s.elems[id]
 			if e == nil {
 				e = &orElem{value: cloneAny(oe.value), dots: dotSet{}}
 				s.elems[id] = e
 			}
 			e.dots[d] = struct{}{}
-		}
-	}
-	for id, e := range s.elems {
-		if len(e.dots) == 0 {
-			delete(s.elems, id)
+			s.owner[d] = id
 		}
 	}
 	s.cc.join(&os.cc)
@@ -263,11 +290,12 @@ func (s *ORSet) apply(ctx *applyCtx, op *crdtpb.CrdtDelta) (impl, error) {
 	if !changed {
 		return nil, nil
 	}
+	delta.reindex()
 	return delta, nil
 }
 
 func (s *ORSet) copyState() impl {
-	c := &ORSet{elems: make(map[string]*orElem, len(s.elems)), cc: s.cc.clone()}
+	c := &ORSet{elems: make(map[string]*orElem, len(s.elems)), owner: maps.Clone(s.owner), cc: s.cc.clone()}
 	for id, e := range s.elems {
 		c.elems[id] = e.clone()
 	}
