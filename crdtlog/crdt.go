@@ -80,8 +80,9 @@ type CRDT interface {
 	// Kind is the CRDT's type.
 	Kind() Kind
 	// Merge joins other, a full state or a replication delta of the same kind, into the
-	// receiver. It fails with ErrKindMismatch (and changes nothing) for another kind. Merge does
-	// not add to the pending Delta: a remote change is published by its origin.
+	// receiver; a nil other changes nothing. It fails with ErrKindMismatch (and changes
+	// nothing) for another kind. Merge does not add to the pending Delta: a remote change is
+	// published by its origin.
 	Merge(other CRDT) error
 	// Apply applies a user function's operation delta (CrdtStateAction.update) made at node,
 	// with now the caller's wall clock in Unix milliseconds (used by LWWRegister's DEFAULT and
@@ -193,8 +194,9 @@ func NewFromOp(op *crdtpb.CrdtDelta) (CRDT, error) {
 
 // Expected returns a copy of c after op at node, as the user function sees it: it applies its
 // own operations to its own copy without CRDT ordering (an LWW write replaces the value even
-// if its clock loses). ChangeDelta(expected, actual) is then the correction the user function
-// must receive when the replicated state after Apply differs (an LWW write that lost).
+// if its clock loses; like Apply, it ignores an ORMap update of a key c does not have).
+// ChangeDelta(expected, actual) is then the correction the user function must receive when
+// the replicated state after Apply differs (an LWW write that lost). c is not changed.
 func Expected(c CRDT, node string, op *crdtpb.CrdtDelta, now int64) (CRDT, error) {
 	if err := checkNode(node); err != nil {
 		return nil, err

@@ -21,10 +21,13 @@ import (
 // whose value cannot be changed into the new one, such as a counter that went down after a
 // concurrent remove, is removed and added); Vote self_vote, votes_for and total_voters.
 //
-// It fails with ErrKindMismatch for CRDTs of different kinds and with ErrIllegalChange for a
-// change the protocol cannot express (a GCounter or GSet that shrank, a Flag disabled, an LWW
-// register emptied).
+// A nil before is the empty CRDT of after's kind. It fails with ErrKindMismatch for CRDTs of
+// different kinds and with ErrIllegalChange for a change the protocol cannot express (a
+// GCounter or GSet that shrank, a Flag disabled, an LWW register emptied).
 func ChangeDelta(before, after CRDT, self string) (*crdtpb.CrdtDelta, error) {
+	if before == nil {
+		before = New(after.Kind())
+	}
 	if before.Kind() != after.Kind() {
 		return nil, fmt.Errorf("%w: change from a %s to a %s", ErrKindMismatch, before.Kind(), after.Kind())
 	}

@@ -185,6 +185,7 @@ func TestChangeDelta(t *testing.T) {
 	}{
 		{"GCounter unchanged", build(t, crdtlog.KindGCounter, gc(3)), build(t, crdtlog.KindGCounter, gc(3)), nil, nil},
 		{"GCounter increment", build(t, crdtlog.KindGCounter, gc(3)), build(t, crdtlog.KindGCounter, gc(5)), gc(2), nil},
+		{"from nothing", nil, build(t, crdtlog.KindGCounter, gc(3)), gc(3), nil},
 		{"GCounter down", build(t, crdtlog.KindGCounter, gc(5)), build(t, crdtlog.KindGCounter, gc(3)), nil, crdtlog.ErrIllegalChange},
 		{"PNCounter change", build(t, crdtlog.KindPNCounter, pn(5)), build(t, crdtlog.KindPNCounter, pn(2)), pn(-3), nil},
 		{"GSet added", build(t, crdtlog.KindGSet, op(&crdtpb.GSetDelta{Added: elems("x")})),
