@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
+	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -37,8 +38,8 @@ func TestBenchOptsValidate(t *testing.T) {
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(o.modes, benchModes) {
-		t.Fatalf("all expands to %v, want %v", o.modes, benchModes)
+	if !slices.Equal(o.modes, bench.Modes) {
+		t.Fatalf("all expands to %v, want %v", o.modes, bench.Modes)
 	}
 	o = validBenchOpts()
 	o.modes = []string{"seq,es", "bare", "es"}
@@ -72,103 +73,6 @@ func TestBenchOptsValidate(t *testing.T) {
 	o.broker, o.brokerPID = "127.0.0.1:19092", 42
 	if err := o.validate(); err != nil {
 		t.Errorf("--broker ADDR with --broker-pid: %v", err)
-	}
-}
-
-func TestParseAcquired(t *testing.T) {
-	log := []byte(`2026-11-26T16:27:56.366Z [INFO]  kstate.node: partitions assigned: node=fresh partitions=[0, 1]
-2026-11-26T16:27:56.382Z [INFO]  kstate.node.partition: partition acquired: node=fresh partition=0 restored_records=0 took=15ms
-2026-11-26T16:27:56.389Z [INFO]  kstate.node.partition: partition acquired: node=fresh partition=1 restored_records=12345 took=1.5s
-2026-11-26T16:27:57.000Z [INFO]  kstate.node.partition: partition acquired: node=fresh partition=0 restored_records=7 took=2ms
-`)
-	got, err := parseAcquired(log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[int32]acquisition{
-		0: {partition: 0, records: 7, took: 2 * time.Millisecond}, // the latest line per partition
-		1: {partition: 1, records: 12345, took: 1500 * time.Millisecond},
-	}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("parseAcquired = %+v, want %+v", got, want)
-	}
-	if _, err := parseAcquired([]byte("partition acquired: partition=1 restored_records=3 took=soon\n")); err == nil {
-		t.Fatal("a bad duration was accepted")
-	}
-}
-
-func TestEntityOf(t *testing.T) {
-	for p := range int32(16) {
-		id := entityOf("probe", p, 16)
-		if got := broker.Partition([]byte(id), 16); got != p {
-			t.Fatalf("entityOf(%d) = %q in partition %d", p, id, got)
-		}
-	}
-}
-
-func TestOwnerView(t *testing.T) {
-	v := &ownerView{owner: map[int32]string{}}
-	rec := func(p int32, node string, released bool) broker.Record {
-		b, err := proto.Marshal(&kstatev1.OwnerRecord{Partition: p, NodeId: node, Released: released})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return broker.Record{Value: b}
-	}
-	v.apply(rec(0, "a", false))
-	v.apply(rec(1, "b", false))
-	v.apply(rec(2, "a", false))
-	v.apply(broker.Record{Value: []byte{0xff}}) // undecodable: ignored
-	if got := v.ownedBy("a"); !slices.Equal(got, []int32{0, 2}) {
-		t.Fatalf("ownedBy(a) = %v", got)
-	}
-	if !v.balanced(3, []string{"a", "b"}) {
-		t.Fatal("3 partitions over a and b: balanced")
-	}
-	if v.balanced(3, []string{"a", "b", "c"}) {
-		t.Fatal("c owns nothing: not balanced")
-	}
-	v.apply(rec(1, "b", true))
-	if v.balanced(3, []string{"a", "b"}) {
-		t.Fatal("partition 1 released: not balanced")
-	}
-	v.apply(rec(1, "c", false))
-	if v.balanced(3, []string{"a", "b"}) {
-		t.Fatal("partition 1 owned by c, which is not live: not balanced")
-	}
-}
-
-func TestRecovery(t *testing.T) {
-	r := &recovery{lastOK: map[int32]time.Time{}, pending: map[int32]bool{}}
-	kill := time.Now()
-	done := r.arm([]int32{3, 5}, kill)
-	r.ok(3, kill.Add(-time.Millisecond), kill.Add(time.Second)) // started before the kill: not a sample
-	r.ok(7, kill.Add(time.Millisecond), kill.Add(time.Second))  // not a partition of the killed node
-	r.ok(3, kill.Add(2*time.Second), kill.Add(3*time.Second))
-	r.ok(3, kill.Add(3*time.Second), kill.Add(4*time.Second)) // only the first success counts
-	select {
-	case <-done:
-		t.Fatal("done before partition 5 recovered")
-	default:
-	}
-	r.ok(5, kill.Add(time.Second), kill.Add(4500*time.Millisecond))
-	select {
-	case <-done:
-	default:
-		t.Fatal("not done after both partitions recovered")
-	}
-	if want := []time.Duration{3 * time.Second, 4500 * time.Millisecond}; !slices.Equal(r.samples, want) {
-		t.Fatalf("samples %v, want %v", r.samples, want)
-	}
-	if r.disarm() != 0 {
-		t.Fatal("nothing should be pending")
-	}
-	r.arm([]int32{1}, time.Now())
-	if r.disarm() != 1 {
-		t.Fatal("partition 1 never recovered: one unrecovered")
-	}
-	if r.fresh(8, time.Minute) {
-		t.Fatal("partitions 0..7 have not all had a success")
 	}
 }
 
@@ -305,43 +209,46 @@ func TestBenchEndToEnd(t *testing.T) {
 	}
 }
 
-func TestMergeReports(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name string, r *bench.Report) string {
-		var buf bytes.Buffer
-		if err := r.WriteJSON(&buf); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	a := write("a.json", &bench.Report{Machine: bench.Machine{CPUs: 2}, Args: []string{"bench", "--mode=bare,es"}, Results: []bench.Result{
-		{Mode: "bare", Broker: "embedded", Concurrency: 64, PerSecond: 1000},
-		{Mode: "es", Broker: "embedded", Concurrency: 64, PerSecond: 800},
-	}})
-	b := write("b.json", &bench.Report{Machine: bench.Machine{CPUs: 8}, Args: []string{"bench", "--mode=failover"},
-		Failover: []bench.FailoverResult{{Broker: "k:1", SessionTimeout: 3 * time.Second, Samples: []time.Duration{time.Second}, P99: time.Second}}})
-	m, err := mergeReports([]string{a, b})
+// freeLoopback returns a 127.0.0.1 address whose port was free a moment ago.
+func freeLoopback() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// poll calls cond every 50ms until it reports done or an error, or timeout passes.
+func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		done, err := cond()
+		if err != nil || done {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestBenchOptsConfig(t *testing.T) {
+	o := validBenchOpts()
+	o.nodeArgs, o.profileDir, o.exe = []string{"--commit-linger=2ms"}, "prof", "/bin/kstate"
+	o.broker, o.brokerPID = "127.0.0.1:19092", 7
+	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
-	if m.Machine.CPUs != 2 || len(m.Results) != 2 || len(m.Failover) != 1 {
-		t.Fatalf("merged %+v", m)
-	}
-	if m.Results[1].VsBare != 0.8 {
-		t.Fatalf("es vs bare %v, want 0.8 (recomputed)", m.Results[1].VsBare)
-	}
-	var names []string
-	for _, tg := range m.Targets {
-		names = append(names, tg.Broker+": "+tg.Name)
-	}
-	if len(m.Targets) != 2 {
-		t.Fatalf("targets %v, want the es ratio and the failover", names)
-	}
-	if _, err := mergeReports([]string{filepath.Join(dir, "missing.json")}); err == nil {
-		t.Fatal("a missing file was accepted")
+	c := o.config([]string{"bench", "--mode=all"})
+	if !slices.Equal(c.Modes, bench.Modes) || c.Duration != o.duration || c.Partitions != 16 || c.OpTimeout != time.Second ||
+		c.SessionTimeout != 3*time.Second || c.Broker != "127.0.0.1:19092" || c.BrokerPID != 7 || c.Exe != "/bin/kstate" || c.ProfileDir != "prof" ||
+		!slices.Equal(c.NodeArgs, o.nodeArgs) || !slices.Equal(c.MemEntities, []int{10}) || !slices.Equal(c.Args, []string{"bench", "--mode=all"}) {
+		t.Fatalf("config %+v from %+v", c, o)
 	}
 }
