@@ -33,7 +33,8 @@ import (
 	"github.com/kstatehq/kstate/sdk"
 )
 
-// Version is reported to user functions in ProxyInfo and by `kstate version`.
+// Version is reported to user functions in ProxyInfo and by `kstate version`. Release builds set
+// it with -ldflags "-X github.com/kstatehq/kstate/processor.Version=v1.2.3" (see the Makefile).
 var Version = "dev"
 
 // errStorage marks a Pebble failure after a commit: the partition is given up and reacquired.
