@@ -3,6 +3,7 @@ module github.com/kstatehq/kstate/deploy
 go 1.26.0
 
 require (
+	github.com/google/go-cmp v0.7.0
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2
 	helm.sh/helm/v3 v3.22.1
 	k8s.io/api v0.37.2

@@ -100,7 +100,9 @@ func nodeOf(t testing.TB, m *manifests) *kstateNode {
 	c := container(t, ss.Spec.Template.Spec.Containers, "kstate")
 	n := &kstateNode{podName: ss.Name + "-0", namespace: ss.Namespace, env: map[string]string{}, flags: map[string]string{}}
 	if n.namespace == "" {
-		n.namespace = "default"
+		// Namespace-less objects (the Kustomize base) go where `kubectl apply -n` puts them: the
+		// Helm release's namespace, so that both render the same advertise address.
+		n.namespace = releaseNamespace
 	}
 	for _, e := range c.Env {
 		v := expand(e.Value, n.env)
