@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: build test test-unit generate checkgenerate lint bench kafka-start kafka-stop clean
+.PHONY: build test test-unit test-deploy generate checkgenerate lint bench kafka-start kafka-stop clean
 
 # Release metadata stamped into the binary; the Dockerfile passes both (its build context has no .git).
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -17,6 +17,9 @@ test: ## the whole suite: real Kafka broker, race detector, generated-code and g
 
 test-unit: ## fast tests only (kfake, no real broker)
 	$(GO) test -short -count=1 ./...
+
+test-deploy: ## render and validate the Helm chart and Kustomize manifests offline (the deploy module)
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 generate: ## regenerate protobuf Go code with buf and local plugins
 	bash scripts/generate.sh

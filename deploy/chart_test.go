@@ -353,7 +353,7 @@ commitLinger: 2ms
 log: {level: debug, json: false}
 userFunction: {example: "", address: "cart.shop.svc:8080"}
 service: {type: NodePort, port: 80, nodePort: 30900}
-podDisruptionBudget: {minAvailable: 3}
+podDisruptionBudget: {minAvailable: "60%"}
 image: {tag: v0.2.0}
 `)
 	n := checkNode(t, m, 9443)
@@ -376,8 +376,8 @@ image: {tag: v0.2.0}
 		t.Errorf("client Service %+v", svc.Spec)
 	}
 	pdb := ofType[*policyv1.PodDisruptionBudget](m)[0]
-	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 3 || pdb.Spec.MaxUnavailable != nil {
-		t.Errorf("PodDisruptionBudget %+v, want minAvailable 3 only", pdb.Spec)
+	if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.String() != "60%" || pdb.Spec.MaxUnavailable != nil {
+		t.Errorf("PodDisruptionBudget %+v, want minAvailable 60%% only", pdb.Spec)
 	}
 }
 
@@ -414,6 +414,7 @@ func TestChartRejects(t *testing.T) {
 		{name: "unknown flag", values: "extraArgs: ['--no-such-flag=1']", want: "--no-such-flag: kstate serve has no such flag"},
 		{name: "flag without value", values: "extraArgs: ['--kafka-sasl-user']", want: "--kafka-sasl-user needs a value"},
 		{name: "flag twice", values: "extraArgs: ['--partitions=8']", want: "--partitions given twice"},
+		{name: "no disruption budget", values: "podDisruptionBudget: {maxUnavailable: null}", want: "exactly one of minAvailable and maxUnavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kv := kubeVersion
