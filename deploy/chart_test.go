@@ -408,7 +408,7 @@ func TestChartRejects(t *testing.T) {
 		{name: "bad quantity", values: "resources: {requests: {cpu: lots}}", want: "quantities must match"},
 		{name: "request above limit", values: "resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}", want: "above its limit"},
 		{name: "env twice", values: "extraEnv: [{name: POD_NAME, value: x}]", want: `env "POD_NAME" defined twice`},
-		{name: "selector label overridden", values: "podLabels: {app.kubernetes.io/instance: other}", want: "app.kubernetes.io/instance"},
+		{name: "selector label overridden", values: "podLabels: {app.kubernetes.io/instance: other}", want: "invalid propertyName 'app.kubernetes.io/instance'"},
 		{name: "bad env name", values: "extraEnv: [{name: '1X', value: x}]", want: `env "1X"`},
 		{name: "topology spread selecting nothing", values: "topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: nope}}}]", want: "selects no pods"},
 		{name: "unknown flag", values: "extraArgs: ['--no-such-flag=1']", want: "--no-such-flag: kstate serve has no such flag"},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -75,7 +76,7 @@ func decode(source string, stream []byte) (*manifests, error) {
 func stripComments(doc []byte) []byte {
 	var out [][]byte
 	for l := range bytes.SplitSeq(doc, []byte("\n")) {
-		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' && string(t) != "---" {
 			out = append(out, l)
 		}
 	}
@@ -577,4 +578,22 @@ func (m *manifests) serviceMonitorErrors(sm *monitoringv1.ServiceMonitor) []stri
 		}
 	}
 	return errs
+}
+
+func TestDecodeStrict(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"duplicate field", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {type: ClusterIP, type: NodePort}", "duplicate field"},
+		{"unknown field", "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {clusterIp: None}", `unknown field "spec.clusterIp"`},
+		{"unknown kind", "apiVersion: batch/v1\nkind: Job\nmetadata: {name: a}", `no kind "Job" is registered`},
+		{"wrong type", "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: a}\nspec: {replicas: three}", "cannot unmarshal string"},
+	} {
+		_, err := decode(tc.name, []byte("# a comment\n---\n"+tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: decode = %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	m, err := decode("two", []byte("---\n# only a comment\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\n"))
+	if err != nil || len(m.objs) != 1 {
+		t.Errorf("decode of one object among empty documents = %v, %v", m, err)
+	}
 }
