@@ -11,12 +11,15 @@ import (
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
 )
 
 // renderChart renders the chart with the values and validates the result, failing the test on any
@@ -570,4 +573,24 @@ func objectMeta(name, namespace string) metav1.ObjectMeta {
 
 func labelSelector(ls map[string]string) *metav1.LabelSelector {
 	return &metav1.LabelSelector{MatchLabels: ls}
+}
+
+// TestHelmLint runs `helm lint`'s rules (Chart.yaml, values, templates, deprecated APIs): every
+// message fails the test, informational ones included, but the one that asks for an icon (kstate
+// has none).
+func TestHelmLint(t *testing.T) {
+	kv := kubeVersion
+	for _, values := range []string{"", "userFunction: {sidecar: {enabled: true, image: {repository: r}}}\nmetrics: {enabled: true, serviceMonitor: {enabled: true}}"} {
+		vals := map[string]any{}
+		if err := yaml.Unmarshal([]byte(values), &vals); err != nil {
+			t.Fatal(err)
+		}
+		l := lint.AllWithKubeVersion(chartDir, vals, releaseNamespace, &kv)
+		for _, msg := range l.Messages {
+			if msg.Severity == support.InfoSev && strings.Contains(msg.Err.Error(), "icon is recommended") {
+				continue
+			}
+			t.Errorf("helm lint: %s", msg)
+		}
+	}
 }
