@@ -247,7 +247,11 @@ func (c Config) CommandsTopic() string { return c.ns() + "." + c.app() + ".comma
 // OwnersTopic is the app's compacted partition-ownership topic: "<ns>.<app>.owners".
 func (c Config) OwnersTopic() string { return c.ns() + "." + c.app() + ".owners" }
 
-// GroupID is the app's consumer group: "<ns>.<app>".
+// ClaimsTopic is "<ns>.claims": the namespace's registry of persistence ids. The first record
+// keyed by a persistence id names the app whose fenced producers alone write that id's topics.
+func (c Config) ClaimsTopic() string { return c.ns() + ".claims" }
+
+// GroupID is "<ns>.<app>", the consumer group of the app's nodes.
 func (c Config) GroupID() string { return c.ns() + "." + c.app() }
 
 // TransactionalID is the transactional.id of partition p's producer: "<ns>.<app>.p<p>".

@@ -114,6 +114,7 @@ func TestAppTopics(t *testing.T) {
 		"kstate.c.crdt-state": {CrdtState, 16, "compact", ""},
 		"kstate.app.commands": {Commands, 16, "delete", ""},
 		"kstate.app.owners":   {Owners, 1, "compact", ""},
+		"kstate.claims":       {Claims, 1, "delete", "-1"},
 	}
 	if len(specs) != len(wants) {
 		t.Fatalf("%d specs: %+v", len(specs), specs)

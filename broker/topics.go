@@ -28,10 +28,12 @@ const (
 	CrdtState
 	Commands
 	Owners
+	// Claims is the namespace's registry of persistence ids (see ClaimPersistenceIDs).
+	Claims
 )
 
 // String returns the kind's topic-name suffix: "events", "snapshots", "state", "crdt",
-// "crdt-state", "commands" or "owners".
+// "crdt-state", "commands", "owners" or "claims".
 func (k TopicKind) String() string {
 	switch k {
 	case Events:
@@ -48,6 +50,8 @@ func (k TopicKind) String() string {
 		return "commands"
 	case Owners:
 		return "owners"
+	case Claims:
+		return "claims"
 	}
 	return "TopicKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -97,7 +101,8 @@ type TopicSpec struct {
 // snapshots (compact) topics, per value type its state topic (compact), per CRDT type its crdt
 // (delete, CrdtRetention) and crdt-state (compact) topics; actions need none. Every app also
 // has its commands topic (delete) and its owners topic (compact, one partition: it is keyed by
-// partition number and read whole). Entity topics and the commands topic have c.Partitions
+// partition number and read whole) and the namespace's claims topic (delete, infinite retention,
+// one partition: the registry of which app writes which persistence id). Entity topics and the commands topic have c.Partitions
 // partitions.
 func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 	c = c.withDefaults()
@@ -128,7 +133,8 @@ func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 	}
 	specs = append(specs,
 		spec(c.CommandsTopic(), Commands, c.Partitions, map[string]string{"cleanup.policy": "delete"}),
-		spec(c.OwnersTopic(), Owners, 1, compact()))
+		spec(c.OwnersTopic(), Owners, 1, compact()),
+		spec(c.ClaimsTopic(), Claims, 1, deleteForever()))
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	return specs
 }
@@ -513,4 +519,57 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// TopicMeta is what the runtime needs to know of an existing topic before it trusts a stored
+// image of one of its partitions, or sizes a record for it.
+type TopicMeta struct {
+	// ID is the topic's incarnation: a topic deleted and created again has a new id.
+	ID [16]byte
+	// Compacted reports a cleanup.policy that includes compact.
+	Compacted bool
+	// DeleteRetention is delete.retention.ms: how long compaction keeps a tombstone.
+	DeleteRetention time.Duration
+	// MaxMessageBytes is max.message.bytes: the largest record batch the topic accepts.
+	MaxMessageBytes int
+}
+
+// TopicMetas describes the named topics; a topic that does not exist is an error.
+func (a *Admin) TopicMetas(ctx context.Context, names []string) (map[string]TopicMeta, error) {
+	tds, err := a.adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, a.cfg.hint(fmt.Errorf("describe topics: %w", err))
+	}
+	rcs, err := a.adm.DescribeTopicConfigs(ctx, names...)
+	if err != nil {
+		return nil, a.cfg.hint(fmt.Errorf("describe topic configs: %w", err))
+	}
+	out := make(map[string]TopicMeta, len(names))
+	for _, name := range names {
+		td, ok := tds[name]
+		if !ok || td.Err != nil {
+			return nil, fmt.Errorf("describe topic %s: %v", name, td.Err)
+		}
+		m := TopicMeta{ID: td.ID, DeleteRetention: 24 * time.Hour, MaxMessageBytes: 1048588}
+		rc, err := rcs.On(name, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if err != nil {
+			// Fail safe: a topic whose configs cannot be read counts as compacted with tombstones
+			// kept for no time, so a stored image of it is never continued.
+			m.Compacted, m.DeleteRetention = true, 0
+			a.log.Warn("cannot read topic configs; assuming compaction with delete.retention.ms=0", "topic", name, "error", err)
+		} else {
+			m.Compacted = strings.Contains(configValue(rc, "cleanup.policy", "delete"), "compact")
+			if ms, err := strconv.ParseInt(configValue(rc, "delete.retention.ms", "86400000"), 10, 64); err == nil && ms >= 0 {
+				m.DeleteRetention = time.Duration(ms) * time.Millisecond
+			}
+			if b, err := strconv.Atoi(configValue(rc, "max.message.bytes", "1048588")); err == nil && b > 0 {
+				m.MaxMessageBytes = b
+			}
+		}
+		out[name] = m
+	}
+	return out, nil
 }

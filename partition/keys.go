@@ -14,6 +14,7 @@ import (
 //	p | 0x02 | esc(pid) | esc(entity) | 0x02           StoredSnapshot
 //	p | 0x02 | esc(pid) | esc(entity) | 0x03 | seq     StoredEvent (seq as big-endian uint64)
 //	p | 0x03 | esc(pid) | esc(entity)                  StoredValue
+//	p | 0x04                                           Lineage (see lineage.go)
 //	ff ff ff ff | "schema"                             store schema version (outside every partition)
 //
 // esc writes a string so that no encoded string is a prefix of another and byte order is kept:
@@ -21,9 +22,10 @@ import (
 // Partitions are non-negative int32s, so their first byte is below 0x80 and never meets the
 // global 0xff prefix.
 const (
-	tagOffset byte = 0x01
-	tagEntity byte = 0x02
-	tagValue  byte = 0x03
+	tagOffset  byte = 0x01
+	tagEntity  byte = 0x02
+	tagValue   byte = 0x03
+	tagLineage byte = 0x04
 
 	subMeta     byte = 0x01
 	subSnapshot byte = 0x02

@@ -98,6 +98,23 @@ func Step(meta Meta, rec *Record) (Effect, error) {
 	}
 }
 
+// Validate checks a record as Step checks it on restore, without the entity's stored image: every
+// check except the sequence's continuity, which only the stored image can tell. The runtime
+// validates each record of a command before its transaction, so nothing that restore would
+// reject becomes durable.
+func Validate(rec *Record) error {
+	var meta Meta
+	if rec.Kind == Events {
+		if raw, ok := rec.Header(kstatev1.HeaderSequence); ok {
+			if seq, err := strconv.ParseInt(string(raw), 10, 64); err == nil && seq > 0 {
+				meta.LastSequence = seq - 1
+			}
+		}
+	}
+	_, err := Step(meta, rec)
+	return err
+}
+
 func stepEvent(eff Effect, meta Meta, rec *Record) (Effect, error) {
 	raw, ok := rec.Header(kstatev1.HeaderSequence)
 	if !ok {

@@ -460,7 +460,8 @@ func methodEventing(md protoreflect.MethodDescriptor) (*cloudstatepb.Eventing, e
 //   - event-sourced and value entity methods cannot stream, CRDT methods cannot stream in from the
 //     client (Cloudstate's rules);
 //   - every method of an event-sourced, value or CRDT entity needs at least one input field marked
-//     (cloudstate.entity_key) = true; key fields must be scalars or repeated scalars.
+//     (cloudstate.entity_key) = true; key fields must be scalars or repeated scalars;
+//   - no two event-sourced, value or CRDT services share a persistence_id.
 func BuildCatalog(spec *cloudstatepb.EntitySpec) (*Catalog, error) {
 	serr := &SpecError{}
 	if spec == nil {
@@ -496,6 +497,19 @@ func BuildCatalog(spec *cloudstatepb.EntitySpec) (*Catalog, error) {
 			}
 			c.sorted = append(c.sorted, s)
 		}
+	}
+	// One journal, one writer: two entity services sharing a persistence id would both append
+	// sequence 1 to the same entity's journal, which restore rejects as split brain.
+	byPID := make(map[string]*Service)
+	for _, s := range c.sorted {
+		if !s.Kind.Keyed() || s.PersistenceID == "" {
+			continue
+		}
+		if prev, dup := byPID[s.PersistenceID]; dup {
+			serr.add(s.Name, "", "persistence_id %q is already used by %s; every entity service needs its own persistence_id (it names the service's Kafka topics)", s.PersistenceID, prev.Name)
+			continue
+		}
+		byPID[s.PersistenceID] = s
 	}
 	if err := serr.errOrNil(); err != nil {
 		return nil, err

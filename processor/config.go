@@ -16,11 +16,17 @@ import (
 type Config struct {
 	// NodeID names this node in ownership records and logs. Default: hostname plus a random suffix.
 	NodeID string
-	// ListenAddr is where the node serves gRPC (user services, reflection, health, node-to-node
-	// forwarding). Default ":9000", Cloudstate's proxy port.
+	// ListenAddr is where the node serves the user's services (gRPC and HTTP/JSON), reflection and
+	// health. Default ":9000", Cloudstate's proxy port.
 	ListenAddr string
-	// AdvertiseAddr is the address other nodes use to forward commands here. Default: ListenAddr with
-	// an empty host replaced by 127.0.0.1.
+	// PeerListenAddr is where the node serves node-to-node forwarding (kstate.v1.Node), never
+	// on the public port. Default: ListenAddr's host with port 0 (any free port: other nodes learn
+	// it from the owners topic); set a fixed port where a firewall needs one.
+	PeerListenAddr string
+	// AdvertiseAddr is the address other nodes use to forward commands here: the peer listener's.
+	// Default: PeerListenAddr (with the port it got) with an empty or wildcard host replaced by
+	// 127.0.0.1 when every broker is on this machine, else by the host's first non-loopback IPv4
+	// address.
 	AdvertiseAddr string
 	// DataDir holds the node's Pebble store. Required.
 	DataDir string
@@ -38,10 +44,24 @@ type Config struct {
 	// EntityQueue is the number of commands that may wait for one entity before new ones get
 	// RESOURCE_EXHAUSTED. Default 1024.
 	EntityQueue int
-	// ReadLease is how long after a successful commit a partition answers commands that emit no
-	// events without first proving ownership with a barrier transaction (RELIABILITY.md F2).
-	// Default: a third of the group session timeout.
+	// MaxActiveEntities bounds the active entities of one partition; when a new one must start,
+	// the least recently used idle one is passivated (and if all are busy, the command gets
+	// RESOURCE_EXHAUSTED). Default 10000.
+	MaxActiveEntities int
+	// MaxRecordBytes is the largest record a command may write (its encoded key, value and
+	// headers plus framing). A command whose event or state is larger fails alone with
+	// INVALID_ARGUMENT and never enters a transaction. Default 1,000,000 bytes, under the
+	// producer's batch limit and Kafka's default max.message.bytes (1,048,588).
+	MaxRecordBytes int
+	// ReadLease is how long after a transaction was sent (and then committed) a partition answers
+	// commands that emit no events without first proving ownership with a barrier transaction
+	// (RELIABILITY.md F2). A new owner answers nothing until ReadLease+LeaseMargin after its fence,
+	// so a fenced old owner's lease has run out by then. Default: a third of the group session
+	// timeout; negative disables the lease (every such command commits a barrier first).
 	ReadLease time.Duration
+	// LeaseMargin covers clock-rate drift and scheduling delay between nodes in the lease rule.
+	// Default 100ms plus 5% of ReadLease.
+	LeaseMargin time.Duration
 	// MaxRecvBytes limits one request message. Default 4 MiB.
 	MaxRecvBytes int
 	// AllowProtocolMismatch accepts user functions that report another protocol version.
@@ -78,13 +98,28 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("processor: DataDir is required (where the node keeps its Pebble store)")
 	}
-	if c.AdvertiseAddr == "" {
-		host, port, err := net.SplitHostPort(c.ListenAddr)
+	if c.PeerListenAddr == "" {
+		host, _, err := net.SplitHostPort(c.ListenAddr)
 		if err != nil {
 			return fmt.Errorf("processor: listen address %q: %w", c.ListenAddr, err)
 		}
+		c.PeerListenAddr = net.JoinHostPort(host, "0")
+	}
+	if c.AdvertiseAddr == "" {
+		host, port, err := net.SplitHostPort(c.PeerListenAddr)
+		if err != nil {
+			return fmt.Errorf("processor: peer listen address %q: %w", c.PeerListenAddr, err)
+		}
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "127.0.0.1"
+			if !allLoopback(c.Broker.Brokers) {
+				// Other nodes of a real cluster cannot reach our loopback address.
+				ip, err := firstHostIP()
+				if err != nil {
+					return fmt.Errorf("processor: the brokers are remote, so other nodes must reach this one: set AdvertiseAddr (--advertise host:port): %w", err)
+				}
+				host = ip
+			}
 		}
 		c.AdvertiseAddr = net.JoinHostPort(host, port)
 	}
@@ -93,6 +128,12 @@ func (c *Config) Validate() error {
 	}
 	if c.EntityQueue <= 0 {
 		c.EntityQueue = 1024
+	}
+	if c.MaxActiveEntities <= 0 {
+		c.MaxActiveEntities = 10000
+	}
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = 1_000_000
 	}
 	if c.MaxRecvBytes <= 0 {
 		c.MaxRecvBytes = 4 << 20
@@ -103,8 +144,42 @@ func (c *Config) Validate() error {
 	if err := c.Broker.Validate(); err != nil {
 		return fmt.Errorf("processor: %w", err)
 	}
-	if c.ReadLease <= 0 {
+	if c.ReadLease == 0 {
 		c.ReadLease = c.Broker.SessionTimeout / 3
 	}
+	if c.LeaseMargin <= 0 {
+		c.LeaseMargin = 100*time.Millisecond + max(c.ReadLease, 0)/20
+	}
 	return nil
+}
+
+// allLoopback reports whether every broker address is on this machine (or none is given).
+func allLoopback(brokers []string) bool {
+	for _, b := range brokers {
+		host, _, err := net.SplitHostPort(b)
+		if err != nil {
+			host = b
+		}
+		if host == "localhost" {
+			continue
+		}
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+// firstHostIP returns the first non-loopback unicast IPv4 address of the host's interfaces.
+func firstHostIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", errors.New("the host has no non-loopback IPv4 address")
 }

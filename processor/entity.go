@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kstatehq/kstate/broker"
@@ -16,18 +19,17 @@ import (
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
 
-// entity is one active entity of a partition: a goroutine (run), owned by the partition, that
-// takes the entity's commands one at a time from in and hands each to the driver of its kind,
-// which speaks the Cloudstate protocol on one stream (PROTOCOL.md "Per entity"). The partition
-// closes in to passivate or stop it.
+// entity is one active entity of a partition: a goroutine (run), started by the partition when
+// its core activates the entity, that takes the commands the core dispatches — one at a time —
+// and hands each to the driver of its kind, which speaks the Cloudstate protocol on one stream
+// (PROTOCOL.md "Per entity"). The partition closes in to passivate or stop it.
 type entity struct {
-	o     *owner
-	key   entityKey
-	svc   *Service
-	log   hclog.Logger
-	in    chan *request
-	taken uint64
-	drv   driver
+	o   *owner
+	key entityKey
+	svc *Service
+	log hclog.Logger
+	in  chan *request // capacity 1: the core never dispatches a second command before Done
+	drv driver
 }
 
 // driver is the protocol of one entity kind. handle must answer r exactly once; a non-nil error
@@ -42,8 +44,8 @@ func (o *owner) newEntity(k entityKey, svc *Service) *entity {
 		o:   o,
 		key: k,
 		svc: svc,
-		log: o.log.With("service", k.service, "entity", k.entityID),
-		in:  make(chan *request, o.n.cfg.EntityQueue),
+		log: o.log.With("service", k.Service, "entity", k.ID),
+		in:  make(chan *request, 1),
 	}
 	switch svc.Kind {
 	case Value:
@@ -54,6 +56,64 @@ func (o *owner) newEntity(k entityKey, svc *Service) *entity {
 	return e
 }
 
+// errCrashed marks a stream that failed: the entity is discarded and reactivated on its next
+// command from durable state.
+var errCrashed = errors.New("entity crashed")
+
+func (e *entity) run() {
+	defer e.drv.close()
+	for r := range e.in {
+		err := e.drv.handle(r)
+		if err != nil {
+			e.log.Warn("entity stream failed; it will be reactivated from durable state", "error", err)
+			e.drv.close()
+		}
+		// The partition loop always takes notes, also while it drains.
+		e.o.notes <- doneNote{cmd: r.id, exited: err != nil, e: e}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// openStream opens an entity's protocol stream: the in-process SDK session, or a gRPC stream to
+// the user function that waits (until the command's deadline) for a user function that is
+// restarting rather than failing at once.
+func openStream[I, O any](e *entity, r *request, inproc func(context.Context) stepper[I, O], remote func(context.Context, ...grpc.CallOption) (protoStream[I, O], error)) (protoStream[I, O], context.CancelFunc, error) {
+	ctx, cancel := context.WithCancel(e.o.ctx)
+	if inproc != nil {
+		return &sessionStream[I, O]{s: inproc(ctx)}, cancel, nil
+	}
+	wait := e.o.n.commandTimeout
+	if dl, ok := r.ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	t := time.AfterFunc(wait, cancel)
+	s, err := remote(ctx, grpc.WaitForReady(true))
+	if !t.Stop() && err == nil {
+		err = context.DeadlineExceeded
+	}
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("open stream: %w", err)
+	}
+	return s, cancel, nil
+}
+
+// exchange sends one message and waits for the answer, cancelling the stream if the user function
+// takes longer than the command timeout.
+func exchange[I, O any](e *entity, r *request, s protoStream[I, O], cancel context.CancelFunc, in *I) (*O, error) {
+	if cs, ok := s.(interface{ setContext(context.Context) }); ok {
+		cs.setContext(r.ctx) // in-process handlers see the command's deadline
+	}
+	if err := s.Send(in); err != nil {
+		return nil, err
+	}
+	t := time.AfterFunc(e.o.n.commandTimeout, cancel)
+	defer t.Stop()
+	return s.Recv()
+}
+
 // esDriver drives an event-sourced entity over EventSourced.handle.
 type esDriver struct {
 	e       *entity
@@ -61,47 +121,6 @@ type esDriver struct {
 	cancel  context.CancelFunc
 	counter uint64 // command ids handed to the user function on the current stream
 	lastSeq int64
-}
-
-// errCrashed marks a stream that failed: the entity is discarded and reactivated on its next
-// command from durable state.
-var errCrashed = errors.New("entity crashed")
-
-func (e *entity) run() {
-	defer e.drv.close()
-	timeout := e.svc.Passivation
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		select {
-		case r, ok := <-e.in:
-			if !ok {
-				return // passivated or partition stopped
-			}
-			e.taken++
-			if err := e.drv.handle(r); err != nil {
-				e.log.Warn("entity stream failed; it will be reactivated from durable state", "error", err)
-				e.drv.close()
-				select {
-				case e.o.exited <- e:
-				case <-e.o.ctx.Done():
-				}
-				return
-			}
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(timeout)
-		case <-timer.C:
-			select {
-			case e.o.idle <- idleNote{e: e, taken: e.taken}:
-			case <-e.o.ctx.Done():
-			}
-		}
-	}
 }
 
 func (d *esDriver) close() {
@@ -114,25 +133,26 @@ func (d *esDriver) close() {
 
 // activate opens the stream and sends init (with the snapshot) and the events after it, all read
 // from Pebble (never from Kafka).
-func (d *esDriver) activate() error {
-	img, err := d.e.o.n.store.LoadEventSourced(d.e.o.p, d.e.svc.PersistenceID, d.e.key.entityID)
+func (d *esDriver) activate(r *request) error {
+	e := d.e
+	img, err := e.o.n.store.LoadEventSourced(e.o.p, e.svc.PersistenceID, e.key.ID)
 	if err != nil {
 		return fmt.Errorf("load from store: %w", err)
 	}
-	ctx, cancel := context.WithCancel(d.e.o.ctx)
-	var stream esStream
-	if sdkSrv := d.e.o.n.sdkSrv; sdkSrv != nil {
-		stream = &sessionStream[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]{s: sdkSrv.NewEventSourcedSession(ctx)}
-	} else {
-		s, err := eventsourcedpb.NewEventSourcedClient(d.e.o.n.uf).Handle(ctx)
-		if err != nil {
-			cancel()
-			return fmt.Errorf("open stream: %w", err)
+	var inproc func(context.Context) stepper[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]
+	if sdkSrv := e.o.n.sdkSrv; sdkSrv != nil {
+		inproc = func(ctx context.Context) stepper[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut] {
+			return sdkSrv.NewEventSourcedSession(ctx)
 		}
-		stream = s
+	}
+	stream, cancel, err := openStream(e, r, inproc, func(ctx context.Context, opts ...grpc.CallOption) (esStream, error) {
+		return eventsourcedpb.NewEventSourcedClient(e.o.n.uf).Handle(ctx, opts...)
+	})
+	if err != nil {
+		return err
 	}
 	d.stream, d.cancel, d.counter = stream, cancel, 0
-	init := &eventsourcedpb.EventSourcedInit{ServiceName: d.e.svc.Name, EntityId: d.e.key.entityID}
+	init := &eventsourcedpb.EventSourcedInit{ServiceName: e.svc.Name, EntityId: e.key.ID}
 	if img.Snapshot != nil {
 		init.Snapshot = &eventsourcedpb.EventSourcedSnapshot{
 			SnapshotSequence: img.Snapshot.Sequence,
@@ -157,75 +177,88 @@ func (d *esDriver) activate() error {
 // handle runs one command. A non-nil error means the stream is unusable and the entity must be
 // discarded; the request has been answered either way.
 func (d *esDriver) handle(r *request) error {
-	if d.stream == nil {
-		if err := d.activate(); err != nil {
-			r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, d.e.key.service, d.e.key.entityID, err)})
+	for attempt := 0; ; attempt++ {
+		fresh := d.stream == nil
+		if fresh {
+			if err := d.activate(r); err != nil {
+				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, d.e.key.Service, d.e.key.ID, err)})
+				return err
+			}
+		}
+		d.counter++
+		id := int64(d.counter)
+		out, err := exchange(d.e, r, d.stream, d.cancel, &eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{
+			Command: d.e.command(r, id),
+		}})
+		if err != nil {
+			if !fresh && attempt == 0 && r.ctx.Err() == nil {
+				// The stream broke while the entity was idle (the user function restarted). Nothing
+				// of this command is persisted before its reply: reopen from durable state and
+				// send it once more.
+				d.e.log.Debug("entity stream broke while idle; reopening", "error", err)
+				d.close()
+				continue
+			}
+			r.finish(result{err: userFunctionErr(err)})
 			return err
 		}
+		switch m := out.Message.(type) {
+		case *eventsourcedpb.EventSourcedStreamOut_Failure:
+			// A stream-level failure crashes the entity (PROTOCOL.md "Failures").
+			r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
+			return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
+		case *eventsourcedpb.EventSourcedStreamOut_Reply:
+			return d.reply(r, id, m.Reply)
+		default:
+			return protocolError(r, "user function sent an empty EventSourcedStreamOut")
+		}
 	}
-	d.counter++
-	id := int64(d.counter)
-	cmd := &cloudstatepb.Command{
-		EntityId: d.e.key.entityID,
+}
+
+// command is the protocol Command for request r with stream command id id.
+func (e *entity) command(r *request, id int64) *cloudstatepb.Command {
+	return &cloudstatepb.Command{
+		EntityId: e.key.ID,
 		Id:       id,
 		Name:     r.method.Name,
 		Payload:  &anypb.Any{TypeUrl: TypeURL(r.method.Input), Value: r.payload},
 		Metadata: r.md,
 	}
-	if err := d.stream.Send(&eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{Command: cmd}}); err != nil {
-		r.finish(result{err: fmt.Errorf("%w: user function: %v", ErrUnavailable, err)})
-		return err
-	}
-	out, err := d.recv()
-	if err != nil {
-		r.finish(result{err: fmt.Errorf("%w: user function: %v", ErrUnavailable, err)})
-		return err
-	}
-	switch m := out.Message.(type) {
-	case *eventsourcedpb.EventSourcedStreamOut_Failure:
-		// A stream-level failure crashes the entity (PROTOCOL.md "Failures").
-		r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
-		return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
-	case *eventsourcedpb.EventSourcedStreamOut_Reply:
-		return d.reply(r, id, m.Reply)
-	default:
-		r.finish(result{err: fmt.Errorf("%w: user function sent an empty message", ErrUnavailable)})
-		return fmt.Errorf("%w: empty EventSourcedStreamOut", errCrashed)
-	}
 }
 
-// recv reads the user function's answer, crashing the stream if it takes longer than the
-// command timeout.
-func (d *esDriver) recv() (*eventsourcedpb.EventSourcedStreamOut, error) {
-	t := time.AfterFunc(d.e.o.n.commandTimeout, d.cancel)
-	defer t.Stop()
-	return d.stream.Recv()
+// protocolError answers a command whose user function broke the protocol (INTERNAL: retrying
+// cannot help) and crashes the entity.
+func protocolError(r *request, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	r.finish(result{err: status.Errorf(codes.Internal, "user function protocol error: %s", msg)})
+	return fmt.Errorf("%w: %s", errCrashed, msg)
 }
 
 func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedReply) error {
 	if rep.GetCommandId() != id {
-		err := fmt.Errorf("%w: reply for command %d while %d is in flight", errCrashed, rep.GetCommandId(), id)
-		r.finish(result{err: fmt.Errorf("%w: user function protocol error", ErrUnavailable)})
-		return err
+		return protocolError(r, "reply for command %d while %d is in flight", rep.GetCommandId(), id)
 	}
 	if f := rep.GetClientAction().GetFailure(); f != nil {
 		// A failed command's events and side effects are dropped.
 		r.finish(result{err: &CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
-			// Close and reopen: the next command sees init and the persisted events only.
+			// Close and reopen at once, as Cloudstate's proxy does: the user function sees init
+			// and the persisted events only.
 			d.close()
+			if err := d.activate(r); err != nil {
+				return fmt.Errorf("%w: reopen after restart: %v", errCrashed, err)
+			}
 		}
 		return nil
 	}
 	if rep.GetSnapshot() != nil && len(rep.GetEvents()) == 0 {
-		r.finish(result{err: fmt.Errorf("%w: user function sent a snapshot without events", ErrUnavailable)})
-		return fmt.Errorf("%w: snapshot without events", errCrashed)
+		return protocolError(r, "a snapshot without events")
 	}
 	recs, seq := d.records(r, rep)
-	if err := d.e.o.persist(recs); err != nil {
+	if err := d.e.o.persist(r, recs); err != nil {
 		// Not durable (or unknown): the user function's state has moved ahead of the log, so the
 		// stream is restarted from durable state.
-		r.finish(result{err: persistErr(err)})
+		r.finish(result{err: err})
 		return fmt.Errorf("persist: %w", err)
 	}
 	d.lastSeq = seq
@@ -250,7 +283,7 @@ func (d *esDriver) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([
 		recs = append(recs, broker.Record{
 			Topic:     cfg.EventsTopic(pid),
 			Partition: d.e.o.p,
-			Key:       []byte(d.e.key.entityID),
+			Key:       []byte(d.e.key.ID),
 			Value:     ev.GetValue(),
 			Headers: []broker.Header{
 				{Key: kstatev1.HeaderSequence, Value: []byte(strconv.FormatInt(seq, 10))},
@@ -266,20 +299,11 @@ func (d *esDriver) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([
 			recs = append(recs, broker.Record{
 				Topic:     cfg.SnapshotsTopic(pid),
 				Partition: d.e.o.p,
-				Key:       []byte(d.e.key.entityID),
+				Key:       []byte(d.e.key.ID),
 				Value:     v,
 				Headers:   []broker.Header{{Key: kstatev1.HeaderSequence, Value: []byte(strconv.FormatInt(seq, 10))}},
 			})
 		}
 	}
 	return recs, seq
-}
-
-// persistErr turns a commit failure into what the caller sees: the command's outcome is not
-// known to have committed, so the client is told to retry (UNAVAILABLE).
-func persistErr(err error) error {
-	if errors.Is(err, ErrNotOwner) {
-		return err
-	}
-	return fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
 }

@@ -8,17 +8,26 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/kstatehq/kstate/processor/core"
 )
 
 // Sentinel errors of the entity runtime. Wrap them with fmt.Errorf("...: %w", Err…) to add context;
 // ToStatus maps each to the gRPC code a client sees.
-// ErrOverloaded means a bounded queue is full; the client should back off (RESOURCE_EXHAUSTED).
-var ErrOverloaded = errors.New("overloaded")
-
 var (
-	// ErrNotOwner means this node does not own the entity's partition (any more). Clients and the
-	// router retry against the current owner. Maps to codes.Unavailable.
-	ErrNotOwner = errors.New("partition not owned by this node")
+	// ErrOverloaded means a bounded queue is full; the command never ran and the client should back
+	// off (RESOURCE_EXHAUSTED).
+	ErrOverloaded = core.ErrOverloaded
+
+	// ErrNotOwner means this node does not own the entity's partition (any more); the command never
+	// ran here. Clients and the router retry against the current owner. Maps to codes.Unavailable.
+	ErrNotOwner = core.ErrNotOwner
+
+	// ErrOutcomeUnknown means the command's transaction may or may not have committed (a timeout
+	// or a broken connection during the commit). Retrying it blindly may apply it twice; retry with
+	// the same idempotency key, or read the entity first. Maps to codes.DeadlineExceeded, which
+	// standard retry policies do not retry.
+	ErrOutcomeUnknown = errors.New("outcome unknown: the command may or may not have been applied; retry only with the same idempotency key, or read the entity's state first")
 
 	// ErrUnavailable means the command could not be served now but may succeed when retried, for
 	// example while a partition restores or after an indefinite transaction outcome.
@@ -144,7 +153,8 @@ func (e *SpecError) errOrNil() error {
 //   - ErrInvalidArgument → codes.InvalidArgument
 //   - ErrUnknownService, ErrUnknownMethod, ErrUnknownEntity → codes.Unimplemented
 //   - ErrOverloaded (a full bounded queue) → codes.ResourceExhausted
-//   - ErrNotOwner, ErrUnavailable, ErrClosed → codes.Unavailable
+//   - ErrOutcomeUnknown → codes.DeadlineExceeded (may have happened; not retried by retry policies)
+//   - ErrNotOwner, ErrUnavailable, ErrClosed → codes.Unavailable (never ran: safe to retry)
 //   - context.DeadlineExceeded → codes.DeadlineExceeded; context.Canceled → codes.Canceled
 //   - a wrapped gRPC status (found with errors.As) → that status
 //   - anything else → codes.Internal
@@ -170,6 +180,8 @@ func ToStatus(err error) error {
 		return status.Error(codes.Unimplemented, err.Error())
 	case errors.Is(err, ErrOverloaded):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, ErrOutcomeUnknown):
+		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, ErrNotOwner), errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -9,9 +9,11 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -149,10 +151,16 @@ func (in *Ingress) Limits() Limits { return in.lim }
 // ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
 // (forced, so user messages stay bytes while registered services keep working), the message size
 // and stream limits, and the unknown-service handler.
+// forwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
+// method and entity names, and the client's metadata.
+const forwardOverhead = 256 << 10
+
 func (in *Ingress) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(Codec{}),
 		grpc.MaxRecvMsgSize(in.lim.MaxRecvBytes),
+		// Clients may ping idle connections to notice a paused node within seconds.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxSendMsgSize(in.lim.MaxSendBytes),
 		grpc.MaxConcurrentStreams(in.lim.MaxConcurrentStreams),
 		grpc.UnknownServiceHandler(in.Handler()),
@@ -264,12 +272,19 @@ func (in *Ingress) serve(ss grpc.ServerStream) error {
 
 // entityID checks a request payload against the method's input type and returns its entity id.
 func (in *Ingress) entityID(m *Method, payload []byte) (string, error) {
+	return extractEntityID(m, payload, in.lim.MaxEntityIDBytes)
+}
+
+// extractEntityID is the one entity-id check of every entry — client ingress, node-to-node
+// Forward, forward and side-effect targets: the payload decodes as the method's input, and a keyed
+// kind's id is non-empty, valid UTF-8 and at most maxLen bytes.
+func extractEntityID(m *Method, payload []byte, maxLen int) (string, error) {
 	id, err := m.ExtractEntityID(payload)
 	if err != nil {
 		return "", err
 	}
-	if len(id) > in.lim.MaxEntityIDBytes {
-		return "", fmt.Errorf("%w: entity key of %s is %d bytes long, more than the %d allowed", ErrInvalidArgument, m.Input.FullName(), len(id), in.lim.MaxEntityIDBytes)
+	if len(id) > maxLen {
+		return "", fmt.Errorf("%w: entity key of %s is %d bytes long, more than the %d allowed", ErrInvalidArgument, m.Input.FullName(), len(id), maxLen)
 	}
 	return id, nil
 }

@@ -541,7 +541,7 @@ func TestLimits(t *testing.T) {
 	if err := (Limits{}).Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if len(ing.ServerOptions()) != 6 {
+	if len(ing.ServerOptions()) != 7 {
 		t.Fatal("ServerOptions")
 	}
 	// With no catalog every call is an unknown service.

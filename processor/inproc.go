@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"context"
 	"errors"
 	"io"
 
@@ -28,16 +29,21 @@ type (
 // stepper is an SDK session: one input message in, at most one output message out; an error
 // means the stream failed (the output then is the failure to report).
 type stepper[I, O any] interface {
-	Step(*I) (*O, error)
+	StepContext(context.Context, *I) (*O, error)
 }
 
 // sessionStream adapts a stepper to protoStream. Send runs the step; Recv returns its output.
 // Not safe for concurrent use; an entity driver uses it from its one goroutine.
 type sessionStream[I, O any] struct {
 	s      stepper[I, O]
+	ctx    context.Context // the running command's (setContext); handlers see it
 	out    *O
 	failed bool
 }
+
+// setContext makes ctx — the command's, with the caller's deadline — what the next steps'
+// handlers see as CommandContext.Context.
+func (x *sessionStream[I, O]) setContext(ctx context.Context) { x.ctx = ctx }
 
 var errNoOutput = errors.New("in-process entity produced no message for this input")
 
@@ -45,7 +51,11 @@ func (x *sessionStream[I, O]) Send(in *I) error {
 	if x.failed {
 		return io.EOF // the stream already failed, as a broken gRPC stream would say
 	}
-	out, err := x.s.Step(in)
+	ctx := x.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	out, err := x.s.StepContext(ctx, in)
 	if out != nil {
 		x.out = out
 	}

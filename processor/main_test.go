@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
 )
 
 // testLogger logs at warn (or KSTATE_TEST_LOG) to the test output.
@@ -21,4 +22,16 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(b))
 	return len(b), nil
+}
+
+// TestMain fails the package when a test leaves a goroutine behind: every goroutine of the
+// runtime has an owner that stops it (partition loops, entities, committers, followers,
+// side effects).
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Pebble's and grpc's process-wide background workers, not owned by a node.
+		goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/internal/cache.(*shard).releaseLoop"),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+	)
 }

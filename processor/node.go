@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
@@ -32,6 +33,9 @@ import (
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
 )
+
+// maxBackground bounds the node's background goroutines for side effects and forwards.
+const maxBackground = 4096
 
 // Version is reported to user functions in ProxyInfo and by `kstate version`. Release builds set
 // it with -ldflags "-X github.com/kstatehq/kstate/processor.Version=v1.2.3" (see the Makefile).
@@ -80,14 +84,20 @@ type Node struct {
 	cat     *Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
+	peerSrv *grpc.Server
+	peerLis net.Listener
 	split   *splitListener
 	httpSrv *http.Server
 	health  *health.Server
 	group   *broker.Group
+	adm     *broker.Admin
 	owners  *ownerTable
 	cmdSeq  atomic.Uint64
-	boot    string // random per process
-	conns   connPool
+	// background bounds the goroutines that finish commands with side effects or forwards and
+	// that run asynchronous side effects.
+	background chan struct{}
+	boot       string // random per process
+	conns      connPool
 
 	mu       sync.Mutex
 	parts    map[int32]*partSup // partitions assigned to this node
@@ -115,6 +125,7 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		local:          make(map[int32]*owner),
 		restored:       make(map[int32]bool),
 		owners:         newOwnerTable(),
+		background:     make(chan struct{}, maxBackground),
 		boot:           strconv.FormatUint(rand.Uint64()&0xffffffff, 36),
 	}
 	for _, o := range opts {
@@ -135,6 +146,14 @@ func (n *Node) Addr() string {
 		return ""
 	}
 	return n.lis.Addr().String()
+}
+
+// PeerAddr is the address of the node-to-node listener (kstate.v1.Node), "" before Start.
+func (n *Node) PeerAddr() string {
+	if n.peerLis == nil {
+		return ""
+	}
+	return n.peerLis.Addr().String()
 }
 
 // Catalog returns the services discovered from the user function (nil before Start).
@@ -177,9 +196,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := broker.Follow(n.ctx, n.cfg.Broker, n.cfg.Broker.OwnersTopic(), n.owners.apply); err != nil && n.ctx.Err() == nil {
-			n.log.Error("owners topic follower stopped", "error", err)
-		}
+		n.followOwners()
 	}()
 	g, err := broker.JoinGroup(n.ctx, n.cfg.Broker, n.cfg.NodeID, broker.GroupCallbacks{
 		Assigned: n.assigned,
@@ -193,6 +210,28 @@ func (n *Node) Start(ctx context.Context) error {
 	ok = true
 	n.log.Info("node started", "addr", n.Addr(), "advertise", n.cfg.AdvertiseAddr, "services", len(cat.Services()))
 	return nil
+}
+
+// followOwners keeps the routing table following the owners topic for the node's lifetime: a
+// fetch error restarts the follower (from the start of the compacted topic) after a backoff,
+// so routing never freezes.
+func (n *Node) followOwners() {
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := broker.Follow(n.ctx, n.cfg.Broker, n.cfg.Broker.OwnersTopic(), n.owners.apply)
+		if n.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		n.log.Warn("owners topic follower failed; restarting", "error", err, "after", backoff)
+		if !sleepCtx(n.ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
 }
 
 func (n *Node) connectUserFunction() error {
@@ -248,9 +287,18 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer adm.Close()
+	n.adm = adm // kept: partitions describe their topics when they are acquired
 	if err := adm.EnsureTopics(ctx, n.cfg.Broker.AppTopics(kinds)); err != nil {
 		return fmt.Errorf("ensure topics: %w", err)
+	}
+	// One fence per journal: the partitions' transactional ids are the app's, so no other app may
+	// write these persistence ids' topics.
+	pids := make([]string, 0, len(kinds))
+	for pid := range kinds {
+		pids = append(pids, pid)
+	}
+	if err := broker.ClaimPersistenceIDs(ctx, n.cfg.Broker, pids); err != nil {
+		return err
 	}
 	return nil
 }
@@ -263,15 +311,37 @@ func (n *Node) serve() error {
 		}
 		n.lis = l
 	}
+	if n.peerLis == nil {
+		l, err := net.Listen("tcp", n.cfg.PeerListenAddr)
+		if err != nil {
+			return fmt.Errorf("listen for peers on %s (--peer-listen): %w", n.cfg.PeerListenAddr, err)
+		}
+		n.peerLis = l
+	}
 	if _, port, err := net.SplitHostPort(n.cfg.AdvertiseAddr); err == nil && port == "0" {
-		// Listening on port 0: advertise the port we got.
+		// The peer listener is on port 0: advertise the port we got.
 		host, _, _ := net.SplitHostPort(n.cfg.AdvertiseAddr)
-		_, real, _ := net.SplitHostPort(n.lis.Addr().String())
+		_, real, _ := net.SplitHostPort(n.peerLis.Addr().String())
 		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
 	}
-	ing := NewIngress(n.cat, n, Limits{MaxRecvBytes: n.cfg.MaxRecvBytes})
+	lim := Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
+	ing := NewIngress(n.cat, n, lim)
+	n.conns.opts = peerDialOptions(ing.lim)
+	// Node-to-node forwarding has its own listener and server, never the public port: a client
+	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.
+	n.peerSrv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(ing.lim.MaxRecvBytes+forwardOverhead),
+		grpc.MaxSendMsgSize(ing.lim.MaxSendBytes+forwardOverhead),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	kstatev1.RegisterNodeServer(n.peerSrv, &nodeService{n: n})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.peerSrv.Serve(n.peerLis); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			n.log.Error("peer server stopped", "error", err)
+		}
+	}()
 	n.srv = grpc.NewServer(ing.ServerOptions()...)
-	kstatev1.RegisterNodeServer(n.srv, &nodeService{n: n})
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
@@ -320,7 +390,24 @@ func (n *Node) Close() error {
 		_ = n.httpSrv.Close()
 	}
 	if n.srv != nil {
-		n.srv.Stop()
+		// Let calls in flight finish (their partitions are gone, so they end quickly with
+		// UNAVAILABLE or their result), but never wait longer than a few seconds.
+		stopped := make(chan struct{})
+		go func() {
+			n.srv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			n.srv.Stop()
+			<-stopped
+		}
+	}
+	if n.peerSrv != nil {
+		n.peerSrv.Stop() // forwards in flight end; the forwarding node classifies the break
+	} else if n.peerLis != nil {
+		_ = n.peerLis.Close()
 	}
 	if n.split != nil {
 		n.split.wg.Wait()
@@ -334,6 +421,9 @@ func (n *Node) Close() error {
 	}
 	n.conns.closeAll()
 	n.wg.Wait()
+	if n.adm != nil {
+		n.adm.Close()
+	}
 	var err error
 	if n.store != nil {
 		err = n.store.Close()
@@ -406,12 +496,10 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 		n.mu.Unlock()
 		aerr := o.acquire(ctx)
 		if aerr == nil {
-			go func() {
-				<-ctx.Done()
-				o.cancel()
-			}()
+			stop := context.AfterFunc(ctx, o.cancel) // revocation stops the partition
 			n.setRestored(p, true)
 			o.run()
+			stop()
 			n.setRestored(p, false)
 			aerr = o.stopErr
 		} else {
@@ -554,35 +642,68 @@ func (t *ownerTable) get(p int32) (*kstatev1.OwnerRecord, <-chan struct{}) {
 	return t.byPart[p], t.changed
 }
 
-// connPool keeps one client connection per peer node.
+// connPool keeps one client connection per peer node, at most maxPeerConns: the addresses come
+// from the owners topic, so the least recently used connection is closed to make room.
 type connPool struct {
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	opts  []grpc.DialOption
+	conns map[string]*peerConn
 }
+
+type peerConn struct {
+	cc   *grpc.ClientConn
+	used time.Time
+}
+
+const maxPeerConns = 256
 
 func (c *connPool) get(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cc, ok := c.conns[addr]; ok {
-		return cc, nil
+	if pc, ok := c.conns[addr]; ok {
+		pc.used = time.Now()
+		return pc.cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, c.opts...)
 	if err != nil {
 		return nil, err
 	}
 	if c.conns == nil {
-		c.conns = make(map[string]*grpc.ClientConn)
+		c.conns = make(map[string]*peerConn)
 	}
-	c.conns[addr] = cc
+	if len(c.conns) >= maxPeerConns {
+		var oldest string
+		for a, pc := range c.conns {
+			if oldest == "" || pc.used.Before(c.conns[oldest].used) {
+				oldest = a
+			}
+		}
+		_ = c.conns[oldest].cc.Close()
+		delete(c.conns, oldest)
+	}
+	c.conns[addr] = &peerConn{cc: cc, used: time.Now()}
 	return cc, nil
 }
 
 func (c *connPool) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for a, cc := range c.conns {
-		_ = cc.Close()
+	for a, pc := range c.conns {
+		_ = pc.cc.Close()
 		delete(c.conns, a)
+	}
+}
+
+// peerDialOptions sizes peer connections from the node's own limits (a forwarded call must not
+// fail where a local one succeeds) and pings idle connections, so a paused owner is noticed in
+// seconds rather than eating the caller's whole deadline.
+func peerDialOptions(lim Limits) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+forwardOverhead),
+			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+forwardOverhead)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }
 

@@ -6,15 +6,17 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/partition"
+	"github.com/kstatehq/kstate/processor/core"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -27,6 +29,7 @@ type request struct {
 	payload  []byte
 	md       *cloudstatepb.Metadata
 	done     chan result // buffered(1): whoever finishes the command sends exactly once
+	id       core.CmdID  // assigned by the partition loop
 }
 
 // result is a command's outcome: the reply payload (bytes of the output message) or an error.
@@ -38,34 +41,44 @@ type result struct {
 
 func (r *request) finish(res result) { r.done <- res }
 
-// write asks the partition to make records durable in its next transaction. A write with no
-// records is a barrier: it proves the node still owns the partition (RELIABILITY.md F2).
+// write asks the partition to make a command's records durable in a transaction. A write with no
+// records is a read: the lease or a barrier transaction proves the node still owns the partition
+// (RELIABILITY.md F2).
 type write struct {
+	cmd  core.CmdID
 	recs []broker.Record
+	info core.Write
 	done chan error // buffered(1)
 }
 
-// idleNote tells the partition loop that an entity has been idle for its passivation timeout
-// after taking `taken` commands.
-type idleNote struct {
-	e     *entity
-	taken uint64
+// doneNote tells the partition loop that an entity answered its running command; exited means
+// the entity's goroutine has stopped (its stream failed).
+type doneNote struct {
+	cmd    core.CmdID
+	exited bool
+	e      *entity
+}
+
+// txnWork is a transaction for the committer: the core's id and the records of its writes.
+type txnWork struct {
+	id   uint64
+	recs []broker.Record
 }
 
 type commitOutcome struct {
-	writes []*write
-	err    error
+	id  uint64
+	out core.Outcome
+	err error
 }
 
 // entityKey identifies an active entity within a partition.
-type entityKey struct {
-	service  string
-	entityID string
-}
+type entityKey = core.EntityKey
 
-// owner runs one partition this node owns: one goroutine (run) owns the entity table and the
-// commit pipeline; entity goroutines talk to it through channels; one committer goroutine at a time
-// runs the partition's Kafka transaction. There are no locks on entity state.
+// owner is the IO shell of one partition this node owns. One goroutine (run) owns the pure core
+// (processor/core), which decides everything: dispatch, queues, lease, batching, admission,
+// draining, give-up. The shell only moves messages: requests and entity notes in, the core's
+// Ready out — start entity goroutines, hand them commands, run transactions on the committer
+// goroutine, answer. There are no locks on entity state.
 type owner struct {
 	n      *Node
 	p      int32
@@ -73,41 +86,49 @@ type owner struct {
 	prod   *broker.TxnProducer
 	in     chan *request
 	writes chan *write
-	idle   chan idleNote
-	exited chan *entity
+	notes  chan doneNote
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // entity goroutines and the committer
 
-	lastCommit atomic.Int64 // unix nanos of the last successful commit (read lease)
-	stopErr    error        // why run returned, read after done is closed
-	done       chan struct{}
+	fencedAt time.Time // when the fence of acquire completed
+
+	// set by acquire, then used by the committer goroutine only
+	maxRecordBytes int
+	topicIDs       map[string][16]byte
+	retention      map[string]time.Duration // delete.retention.ms of the compacted topics
+	stored         partition.Lineage        // the image's lineage found at acquire
+	storedOK       bool
+	storedCkpt     bool // the image had checkpoints (and was kept)
+	lineageAt      time.Time
+	stopErr        error // why run returned, read after done is closed
+	done           chan struct{}
 
 	// owned by run
+	core     *core.Core
 	entities map[entityKey]*entity
-	sent     map[*entity]uint64
-	seq      uint64
+	reqs     map[core.CmdID]*request
+	pending  map[core.CmdID]*write
+	nextID   core.CmdID
 }
 
 func newOwner(n *Node, p int32, prod *broker.TxnProducer) *owner {
 	ctx, cancel := context.WithCancel(n.ctx)
-	o := &owner{
+	return &owner{
 		n:        n,
 		p:        p,
 		log:      n.log.Named("partition").With("partition", p),
 		prod:     prod,
 		in:       make(chan *request, 4096),
-		writes:   make(chan *write, 1024),
-		idle:     make(chan idleNote, 64),
-		exited:   make(chan *entity, 64),
+		writes:   make(chan *write, 256),
+		notes:    make(chan doneNote, 256),
 		ctx:      ctx,
 		cancel:   cancel,
 		done:     make(chan struct{}),
 		entities: make(map[entityKey]*entity),
-		sent:     make(map[*entity]uint64),
+		reqs:     make(map[core.CmdID]*request),
+		pending:  make(map[core.CmdID]*write),
 	}
-	o.lastCommit.Store(time.Now().UnixNano())
-	return o
 }
 
 // submit hands a request to the partition without blocking. The node calls it with its registry
@@ -132,6 +153,9 @@ func (o *owner) acquire(ctx context.Context) error {
 	if err := o.prod.Acquire(ctx, rec); err != nil {
 		return fmt.Errorf("partition %d: fence: %w", o.p, err)
 	}
+	// An old owner may still answer reads from its lease until ReadLease after this instant; the
+	// core answers nothing before that has run out.
+	o.fencedAt = time.Now()
 	// Publish ownership now rather than after the restore: the transaction must not stay open for
 	// as long as a restore may take (it would time out and fence us), and commands routed here
 	// early simply wait in o.in until the restore is done.
@@ -144,6 +168,10 @@ func (o *owner) acquire(ctx context.Context) error {
 	if _, err := o.prod.Commit(ctx, []broker.Record{rec}); err != nil {
 		return fmt.Errorf("partition %d: publish ownership: %w", o.p, err)
 	}
+	if err := o.checkLineage(ctx); err != nil {
+		return fmt.Errorf("partition %d: %w", o.p, err)
+	}
+	restoreStart := time.Now()
 	n, err := o.restore(ctx)
 	if errors.Is(err, broker.ErrOffsetOutOfRange) {
 		// Our checkpoint is outside the topic's log (the topic was recreated or truncated):
@@ -152,14 +180,82 @@ func (o *owner) acquire(ctx context.Context) error {
 		if err := o.n.store.DropPartition(o.p); err != nil {
 			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
 		}
+		o.storedCkpt = false
+		n, err = o.restore(ctx)
+	}
+	if err == nil && o.staleAt(time.Now()) != "" {
+		// The restore itself took so long that a delete written just after the image's last
+		// update may have been compacted away before the restore reached it: start over.
+		o.log.Warn("restore continued an image that aged past delete.retention.ms meanwhile; restoring from the start", "reason", o.staleAt(time.Now()))
+		if err := o.n.store.DropPartition(o.p); err != nil {
+			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
+		}
+		o.storedCkpt = false
 		n, err = o.restore(ctx)
 	}
 	if err != nil {
 		return fmt.Errorf("partition %d: restore: %w", o.p, err)
 	}
-	o.lastCommit.Store(time.Now().UnixNano())
+	// The image is in step with the log as of the restore's start.
+	if err := o.setLineage(restoreStart); err != nil {
+		return fmt.Errorf("partition %d: %w", o.p, err)
+	}
 	o.log.Info("partition acquired", "restored_records", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// checkLineage discards the partition's stored image when it may not be continued from its
+// checkpoints — a topic was recreated, or the image is older than a compacted topic's
+// delete.retention.ms, so deletes may have been compacted away (partition.Continuable) — and
+// learns the topics' record size limit.
+func (o *owner) checkLineage(ctx context.Context) error {
+	names := make([]string, 0, len(o.n.topics))
+	for t := range o.n.topics {
+		names = append(names, t)
+	}
+	metas, err := o.n.adm.TopicMetas(ctx, names)
+	if err != nil {
+		return err
+	}
+	ids := make(map[string][16]byte, len(metas))
+	retention := make(map[string]time.Duration)
+	o.maxRecordBytes = o.n.cfg.MaxRecordBytes
+	for t, m := range metas {
+		ids[t] = m.ID
+		if m.Compacted {
+			retention[t] = m.DeleteRetention
+		}
+		o.maxRecordBytes = min(o.maxRecordBytes, m.MaxMessageBytes-recordOverhead)
+	}
+	o.topicIDs, o.retention = ids, retention
+	offs, err := o.n.store.Offsets(o.p)
+	if err != nil {
+		return err
+	}
+	stored, ok, err := o.n.store.Lineage(o.p)
+	if err != nil {
+		return err
+	}
+	o.stored, o.storedOK, o.storedCkpt = stored, ok, len(offs) > 0
+	if why := o.staleAt(time.Now()); why != "" {
+		o.log.Warn("discarding the partition's stored image; restoring it from the start", "reason", why)
+		if err := o.n.store.DropPartition(o.p); err != nil {
+			return fmt.Errorf("drop stale state: %w", err)
+		}
+		o.storedCkpt = false
+	}
+	return nil
+}
+
+// staleAt says why the stored image found by checkLineage may not be continued at now, or "".
+func (o *owner) staleAt(now time.Time) string {
+	return partition.Continuable(o.stored, o.storedOK, o.storedCkpt, o.topicIDs, o.retention, now)
+}
+
+// setLineage records that the partition's image was in step with the log at followed.
+func (o *owner) setLineage(followed time.Time) error {
+	o.lineageAt = followed
+	return o.n.store.SetLineage(o.p, partition.Lineage{TopicIDs: o.topicIDs, Followed: followed})
 }
 
 // restore reads every entity topic of the partition read_committed from Pebble's checkpoints up to
@@ -234,177 +330,169 @@ func (o *owner) ownerRecord(released bool) (broker.Record, error) {
 // (fenced, indefinite commit, storage failure); stopErr tells which.
 func (o *owner) run() {
 	defer close(o.done)
-	var (
-		pending    []*write
-		pendingN   int
-		committing bool
-		commitDone = make(chan commitOutcome, 1)
-		commitReq  = make(chan []*write)
-		linger     *time.Timer
-		lingerC    <-chan time.Time
-	)
-	startCommit := func() {
-		if committing || len(pending) == 0 {
-			return
-		}
-		// Take whole writes up to the batch cap (a single larger write still goes alone).
-		n, recs := 0, 0
-		for n < len(pending) && (n == 0 || recs+len(pending[n].recs) <= o.n.cfg.MaxBatchRecords) {
-			recs += len(pending[n].recs)
-			n++
-		}
-		batch := pending[:n:n]
-		pending = append([]*write(nil), pending[n:]...)
-		pendingN -= recs
-		committing = true
-		commitReq <- batch // the committer is idle: committing was false
-	}
+	commitReq := make(chan txnWork)
+	commitDone := make(chan commitOutcome, 1)
 	// One long-lived committer goroutine per partition (not one per transaction: a fresh
 	// goroutine would grow its stack through the Kafka client and Pebble every time).
 	o.wg.Add(1)
 	go func() {
 		defer o.wg.Done()
-		for batch := range commitReq {
-			commitDone <- commitOutcome{writes: batch, err: o.commit(batch)}
+		for t := range commitReq {
+			out, err := o.commit(t.recs)
+			commitDone <- commitOutcome{id: t.id, out: out, err: err}
 		}
 	}()
-	defer func() {
-		o.cancel()
-		// Whatever is in flight learns its real outcome; whatever is not yet in a transaction is
-		// answered ErrNotOwner (it was never committed, so the caller may retry elsewhere).
-		if committing {
-			out := <-commitDone
-			for _, w := range out.writes {
-				w.done <- out.err
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	stopping := o.ctx.Done()
+
+	o.core = core.New(o.n.coreConfig(o.maxRecordBytes))
+	o.core.Restored(time.Now(), o.fencedAt)
+	for {
+		rd := o.core.Ready()
+		o.apply(rd, commitReq)
+		if rd.Stopped {
+			o.stopErr = rd.GiveUp
+			if o.stopErr == nil {
+				o.stopErr = ErrNotOwner
+			} else {
+				o.log.Warn("giving up partition", "error", o.stopErr)
 			}
+			break
 		}
-		close(commitReq)
-		for _, w := range pending {
-			w.done <- ErrNotOwner
+		if !rd.NextTick.IsZero() {
+			timer.Reset(time.Until(rd.NextTick))
 		}
-		for k, e := range o.entities {
-			delete(o.entities, k)
-			close(e.in)
+		select {
+		case <-stopping:
+			stopping = nil
+			o.core.Stop()
+		case r := <-o.in:
+			o.command(r)
+		case w := <-o.writes:
+			o.write(w)
+		case d := <-o.notes:
+			o.entityDone(d)
+		case c := <-commitDone:
+			o.core.Committed(time.Now(), c.id, c.out, c.err)
+		case <-timer.C:
+			o.core.Tick(time.Now())
 		}
-		// Entity goroutines may still be finishing a command: keep answering their writes and
-		// any late requests until every one of them has exited.
-		quit := make(chan struct{})
-		drained := make(chan struct{})
-		go func() {
-			defer close(drained)
-			for {
-				select {
-				case w := <-o.writes:
-					w.done <- ErrNotOwner
-				case r := <-o.in:
-					r.finish(result{err: ErrNotOwner})
-				case <-o.idle:
-				case <-o.exited:
-				case <-quit:
-					return
-				}
-			}
-		}()
+	}
+	close(commitReq)
+	o.cancel()
+	o.drain()
+}
+
+// drain stops every entity and keeps answering (through the stopped core, which refuses
+// everything) until the last entity goroutine and the committer have exited.
+func (o *owner) drain() {
+	for k, e := range o.entities {
+		delete(o.entities, k)
+		close(e.in)
+	}
+	exited := make(chan struct{})
+	go func() {
 		o.wg.Wait()
-		close(quit)
-		<-drained
-		for {
-			select {
-			case w := <-o.writes:
-				w.done <- ErrNotOwner
-			case r := <-o.in:
-				r.finish(result{err: ErrNotOwner})
-			default:
-				return
-			}
-		}
+		close(exited)
 	}()
 	for {
 		select {
-		case <-o.ctx.Done():
-			o.stopErr = ErrNotOwner
-			return
 		case r := <-o.in:
-			o.dispatch(r)
+			o.command(r)
 		case w := <-o.writes:
-			pending = append(pending, w)
-			pendingN += len(w.recs)
-			if committing {
-				break
-			}
-			if o.n.cfg.CommitLinger > 0 && pendingN < o.n.cfg.MaxBatchRecords {
-				if lingerC == nil {
-					linger = time.NewTimer(o.n.cfg.CommitLinger)
-					lingerC = linger.C
-				}
-				break
-			}
-			startCommit()
-		case <-lingerC:
-			lingerC = nil
-			startCommit()
-		case out := <-commitDone:
-			committing = false
-			for _, w := range out.writes {
-				w.done <- out.err
-			}
-			if out.err != nil && (errors.Is(out.err, broker.ErrFenced) || errors.Is(out.err, broker.ErrIndefinite) || errors.Is(out.err, errStorage)) {
-				o.stopErr = out.err
-				o.log.Warn("giving up partition", "error", out.err)
-				return
-			}
-			if lingerC == nil {
-				startCommit()
-			}
-		case note := <-o.idle:
-			e := note.e
-			if cur, ok := o.entities[e.key]; ok && cur == e && o.sent[e] == note.taken {
-				delete(o.entities, e.key)
-				delete(o.sent, e)
-				close(e.in) // the entity passivates: it closes its stream and exits
-			}
-		case e := <-o.exited:
-			if cur, ok := o.entities[e.key]; ok && cur == e {
-				delete(o.entities, e.key)
-				delete(o.sent, e)
-				close(e.in)
-				// Commands queued behind a crashed entity go to a fresh activation.
-				for r := range e.in {
-					o.dispatch(r)
-				}
-			}
+			o.write(w)
+		case d := <-o.notes:
+			o.entityDone(d)
+		case <-exited:
+			o.apply(o.core.Ready(), nil)
+			return
+		}
+		o.apply(o.core.Ready(), nil)
+	}
+}
+
+func (o *owner) command(r *request) {
+	o.nextID++
+	r.id = o.nextID
+	o.reqs[r.id] = r
+	dl, _ := r.ctx.Deadline()
+	o.core.Command(time.Now(), core.Command{
+		ID:          r.id,
+		Entity:      entityKey{Service: r.method.Service.Name, ID: r.entityID},
+		Deadline:    dl,
+		Passivation: r.method.Service.Passivation,
+	})
+}
+
+func (o *owner) entityDone(d doneNote) {
+	if d.exited && o.entities[d.e.key] == d.e {
+		delete(o.entities, d.e.key)
+		close(d.e.in) // its goroutine has returned
+	}
+	o.core.Done(time.Now(), d.cmd, d.exited)
+}
+
+func (o *owner) write(w *write) {
+	o.pending[w.cmd] = w
+	o.core.Write(time.Now(), w.info)
+}
+
+// apply carries out a Ready. commitReq is nil once the committer is gone (the core starts no
+// transaction after it stopped).
+func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
+	for _, k := range rd.Passivate {
+		if e, ok := o.entities[k]; ok {
+			delete(o.entities, k)
+			close(e.in) // it closes its stream and exits
 		}
 	}
+	for _, d := range rd.Dispatch {
+		r := o.reqs[d.Cmd]
+		delete(o.reqs, d.Cmd)
+		e := o.entities[d.Entity]
+		if d.Activate || e == nil {
+			if e != nil {
+				close(e.in)
+			}
+			e = o.newEntity(d.Entity, r.method.Service)
+			o.entities[d.Entity] = e
+			o.wg.Add(1)
+			go func() {
+				defer o.wg.Done()
+				e.run()
+			}()
+		}
+		e.in <- r // never blocks: the core runs one command at a time per entity
+	}
+	for _, a := range rd.Answers {
+		if r, ok := o.reqs[a.Cmd]; ok {
+			delete(o.reqs, a.Cmd)
+			r.finish(result{err: fromCore(a.Err)})
+		}
+	}
+	for _, w := range rd.Written {
+		if pw, ok := o.pending[w.Cmd]; ok {
+			delete(o.pending, w.Cmd)
+			pw.done <- fromCore(w.Err)
+		}
+	}
+	if rd.Txn != nil {
+		t := txnWork{id: rd.Txn.ID}
+		for _, id := range rd.Txn.Cmds {
+			t.recs = append(t.recs, o.pending[id].recs...)
+		}
+		commitReq <- t // the committer is idle: the core runs one transaction at a time
+	}
 }
 
-// dispatch routes a request to its entity, activating it if needed.
-func (o *owner) dispatch(r *request) {
-	k := entityKey{service: r.method.Service.Name, entityID: r.entityID}
-	e, ok := o.entities[k]
-	if !ok {
-		e = o.newEntity(k, r.method.Service)
-		o.entities[k] = e
-		o.wg.Add(1)
-		go func() {
-			defer o.wg.Done()
-			e.run()
-		}()
-	}
-	select {
-	case e.in <- r:
-		o.sent[e]++
-	default:
-		r.finish(result{err: fmt.Errorf("entity %s/%s has %d commands waiting: %w", k.service, k.entityID, cap(e.in), ErrOverloaded)})
-	}
-}
-
-// persist hands records to the commit pipeline and waits until they are committed (or not).
-// An empty recs is a barrier that proves ownership when the read lease has run out.
-func (o *owner) persist(recs []broker.Record) error {
-	if len(recs) == 0 && time.Since(time.Unix(0, o.lastCommit.Load())) < o.n.cfg.ReadLease {
-		return nil
-	}
-	w := &write{recs: recs, done: make(chan error, 1)}
+// persist hands a command's records to the partition and waits until the core answers: durable,
+// covered by the lease, or refused. The records are validated as restore validates them and
+// sized first, so nothing invalid or oversize reaches a transaction.
+func (o *owner) persist(r *request, recs []broker.Record) error {
+	w := &write{cmd: r.id, recs: recs, info: o.n.admit(recs), done: make(chan error, 1)}
+	w.info.Cmd = r.id
 	select {
 	case o.writes <- w:
 	case <-o.ctx.Done():
@@ -415,18 +503,14 @@ func (o *owner) persist(recs []broker.Record) error {
 	return <-w.done
 }
 
-// commit runs one transaction holding every record of the batch, then applies the committed
-// records to Pebble with the offsets they reached (one Pebble batch, F7).
-func (o *owner) commit(batch []*write) error {
-	var recs []broker.Record
-	for _, w := range batch {
-		recs = append(recs, w.recs...)
-	}
+// commit runs one transaction holding recs, then applies the committed records to Pebble with the
+// offsets they reached (one Pebble batch, F7). It runs on the committer goroutine.
+func (o *owner) commit(recs []broker.Record) (core.Outcome, error) {
 	if len(recs) == 0 {
-		// Only barriers: re-publishing our ownership record proves the fence still holds.
+		// Only reads: re-publishing our ownership record proves the fence still holds.
 		rec, err := o.ownerRecord(false)
 		if err != nil {
-			return err
+			return core.Indefinite, err
 		}
 		recs = []broker.Record{rec}
 	}
@@ -435,11 +519,17 @@ func (o *owner) commit(batch []*write) error {
 	// The transaction timeout still bounds it; a paused node finds it expired.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(o.ctx), o.n.cfg.Broker.TransactionTimeout)
 	defer cancel()
+	sent := time.Now()
 	committed, err := o.prod.Commit(ctx, recs)
-	if err != nil {
-		return err
+	switch {
+	case err == nil:
+	case errors.Is(err, broker.ErrAborted):
+		return core.Aborted, err
+	case errors.Is(err, broker.ErrFenced):
+		return core.Fenced, err
+	default: // ErrIndefinite, ErrNotAcquired, anything unexpected: the outcome is not known
+		return core.Indefinite, err
 	}
-	o.lastCommit.Store(time.Now().UnixNano())
 	var prs []partition.Record
 	next := make(map[string]int64)
 	for _, r := range committed {
@@ -452,8 +542,87 @@ func (o *owner) commit(batch []*write) error {
 	}
 	if len(prs) > 0 {
 		if err := o.n.store.Apply(o.p, prs, next); err != nil {
-			return fmt.Errorf("%w: %v", errStorage, err)
+			return core.StorageFailed, fmt.Errorf("%w: %v", errStorage, err)
 		}
 	}
-	return nil
+	if sent.Sub(o.lineageAt) > lineageRefresh {
+		if err := o.setLineage(sent); err != nil {
+			return core.StorageFailed, fmt.Errorf("%w: %v", errStorage, err)
+		}
+	}
+	return core.Committed, nil
+}
+
+// fromCore turns the core's answer into the runtime's error, which ToStatus maps to the client's
+// code (docs/errors.md has the table).
+func fromCore(err error) error {
+	switch {
+	case err == nil, errors.Is(err, core.ErrNotOwner), errors.Is(err, core.ErrOverloaded):
+		return err
+	case errors.Is(err, core.ErrExpired):
+		return fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
+	case errors.Is(err, core.ErrRecordTooLarge):
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	case errors.Is(err, core.ErrInvalidRecord):
+		return status.Errorf(codes.Internal, "user function protocol error: its reply would write a record restore rejects: %v", err)
+	case errors.Is(err, core.ErrFenced):
+		// The coordinator aborted the transaction when the new owner fenced us: nothing of it
+		// is durable, and the new owner may run it.
+		return fmt.Errorf("%w: %v", ErrNotOwner, err)
+	case errors.Is(err, core.ErrAborted):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case errors.Is(err, core.ErrOutcomeUnknown):
+		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	}
+	return err
+}
+
+// coreConfig is the partition core's policy from the node's configuration.
+func (n *Node) coreConfig(maxRecordBytes int) core.Config {
+	lease := n.cfg.ReadLease
+	if lease < 0 {
+		lease = 0 // no lease: every read proves ownership with a barrier
+	}
+	return core.Config{
+		ReadLease:         lease,
+		LeaseMargin:       n.cfg.LeaseMargin,
+		CommitLinger:      n.cfg.CommitLinger,
+		MaxBatchRecords:   n.cfg.MaxBatchRecords,
+		MaxRecordBytes:    maxRecordBytes,
+		MaxActiveEntities: n.cfg.MaxActiveEntities,
+		EntityQueue:       n.cfg.EntityQueue,
+	}
+}
+
+// lineageRefresh is how often an owner records that its image follows the log (see
+// partition.Lineage); the longer, the sooner a node that lost the partition discards its image.
+const lineageRefresh = 10 * time.Second
+
+// recordOverhead is what Kafka adds to a record's key, value and headers in a batch of one
+// (batch header, record framing, header framing), rounded up.
+const recordOverhead = 128
+
+// admit validates a write's records exactly as restore will (partition.Validate) and sizes them,
+// so the core can refuse what must never become durable.
+func (n *Node) admit(recs []broker.Record) core.Write {
+	w := core.Write{Records: len(recs)}
+	for _, r := range recs {
+		size := recordOverhead + len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			size += len(h.Key) + len(h.Value) + 8
+		}
+		w.Bytes += size
+		w.Largest = max(w.Largest, size)
+		if w.Invalid != nil {
+			continue
+		}
+		if pr, ok := n.toPartitionRecord(r); ok {
+			if err := partition.Validate(&pr); err != nil {
+				w.Invalid = err
+			}
+		} else {
+			w.Invalid = fmt.Errorf("record for topic %s, which the partition does not restore", r.Topic)
+		}
+	}
+	return w
 }

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/kstatehq/kstate/broker"
@@ -40,17 +42,18 @@ func (n *Node) Stream(ctx context.Context, m *Method, s CommandStream) error {
 // invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
 // A stale owner map is refreshed and the command retried within the caller's deadline.
 func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+	if _, ok := ctx.Deadline(); !ok {
+		// Every call to the user function has a deadline, also when the client set none.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultRouteTimeout)
+		defer cancel()
+	}
 	switch m.Service.Kind {
 	case Action:
 		// Actions are stateless: served where the request lands.
 		return n.unaryAction(ctx, m, payload, md)
 	case CRDT:
 		return result{err: status.Errorf(codes.Unimplemented, "service %s: CRDT entities are not supported yet", m.Service.Name)}
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultRouteTimeout)
-		defer cancel()
 	}
 	p := broker.Partition([]byte(entityID), n.cfg.Broker.Partitions)
 	backoff := 5 * time.Millisecond
@@ -93,6 +96,7 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string,
 	if err != nil {
 		return result{err: err}, true
 	}
+	var trailer metadata.MD
 	resp, err := kstatev1.NewNodeClient(cc).Forward(ctx, &kstatev1.ForwardRequest{
 		Service:   m.Service.Name,
 		Method:    m.Name,
@@ -100,21 +104,66 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string,
 		Metadata:  md,
 		Partition: p,
 		EntityId:  entityID,
-	})
-	if err != nil {
-		st := status.Convert(err)
-		switch {
-		case st.Code() == codes.FailedPrecondition && strings.HasPrefix(st.Message(), notOwnerMsg):
-			return result{err: fmt.Errorf("%w: %s", ErrNotOwner, st.Message())}, true
-		case st.Code() == codes.Unavailable && notSent(st.Message()):
-			// The peer could not be dialled: the command never left this node, so trying the
-			// next owner cannot apply it twice. Any other failure may have happened after the
-			// owner committed, and is the client's to retry (F3).
-			return result{err: err}, true
-		}
-		return result{err: err}, false
+	}, grpc.Trailer(&trailer))
+	if err == nil {
+		return result{payload: resp.GetPayload(), md: resp.GetMetadata()}, false
 	}
-	return result{payload: resp.GetPayload(), md: resp.GetMetadata()}, false
+	switch classifyForward(err, trailer) {
+	case forwardRetry:
+		return result{err: fmt.Errorf("%w: %s", ErrNotOwner, status.Convert(err).Message())}, true
+	case forwardUnknown:
+		return result{err: fmt.Errorf("%w: forward to node %s: %v", ErrOutcomeUnknown, rec.GetNodeId(), status.Convert(err).Message())}, false
+	}
+	return result{err: err}, false
+}
+
+// forwardOutcome is what a failed Forward means for the command.
+type forwardOutcome int
+
+const (
+	// forwardFinal: the owner ran the command (or refused it for good); its status is the answer.
+	forwardFinal forwardOutcome = iota
+	// forwardRetry: the command never ran — the peer could not be dialled, or it answered that it
+	// does not own the partition — so it may be sent to the current owner.
+	forwardRetry
+	// forwardUnknown: the call broke after it may have reached the owner; the command may or may
+	// not have run.
+	forwardUnknown
+)
+
+// outcomeTrailer is the trailer a node's Forward sets on every answer, so the forwarding node
+// can tell a status the peer produced from one its own transport produced: a peer's message may
+// contain any text ("connection refused" included).
+const outcomeTrailer = "kstate-outcome"
+
+// Values of outcomeTrailer.
+const (
+	outcomeNotRun = "not-run" // refused before running: not the owner
+	outcomeRan    = "final"   // any other answer of the owner
+)
+
+// classifyForward is the router's retry rule, a pure function of the Forward's error and the
+// trailer the peer sent (empty when the status came from this node's transport).
+func classifyForward(err error, trailer metadata.MD) forwardOutcome {
+	st := status.Convert(err)
+	switch v := trailer.Get(outcomeTrailer); {
+	case len(v) > 0 && v[0] == outcomeNotRun:
+		return forwardRetry
+	case len(v) > 0:
+		return forwardFinal
+	}
+	// No trailer: the peer never answered. Only a failure to dial proves the request never left
+	// this node; anything else (reset, EOF, deadline) may have happened after the owner ran it.
+	switch st.Code() {
+	case codes.Unavailable:
+		if dialFailed(st.Message()) {
+			return forwardRetry
+		}
+		return forwardUnknown
+	case codes.Canceled, codes.DeadlineExceeded:
+		return forwardUnknown
+	}
+	return forwardFinal
 }
 
 // localOwner returns the partition runner if this node holds p.
@@ -151,21 +200,39 @@ type nodeService struct {
 	n *Node
 }
 
+// Forward validates a forwarded command exactly as the client ingress does — another node's
+// request is as untrusted as a client's — then runs it on the local partition.
 func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest) (*kstatev1.ForwardResponse, error) {
 	n := s.n
 	m, ok := n.cat.Method("/" + req.GetService() + "/" + req.GetMethod())
 	if !ok {
 		return nil, status.Errorf(codes.Unimplemented, "unknown method %s/%s", req.GetService(), req.GetMethod())
 	}
-	p := broker.Partition([]byte(req.GetEntityId()), n.cfg.Broker.Partitions)
+	if k := m.Service.Kind; k != EventSourced && k != Value {
+		return nil, status.Errorf(codes.InvalidArgument, "method %s is a %s method; only event-sourced and value entity commands are forwarded between nodes", m.FullName, k)
+	}
+	id, err := extractEntityID(m, req.GetPayload(), DefaultMaxEntityIDBytes)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	if id != req.GetEntityId() {
+		return nil, status.Errorf(codes.InvalidArgument, "entity_id %q does not match the entity key %q of the payload", req.GetEntityId(), id)
+	}
+	p := broker.Partition([]byte(id), n.cfg.Broker.Partitions)
+	if req.GetPartition() != p {
+		return nil, status.Errorf(codes.InvalidArgument, "entity %q is in partition %d of %d here, not %d: do all nodes of the app use the same partition count?", id, p, n.cfg.Broker.Partitions, req.GetPartition())
+	}
 	o := n.localOwner(p)
 	if o == nil {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
 	}
 	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata())
 	if errors.Is(res.err, ErrNotOwner) {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
 	}
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeRan))
 	if res.err != nil {
 		return nil, ToStatus(res.err)
 	}
@@ -181,8 +248,17 @@ func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cl
 		r.finish(n.replyResult(r.method, ca))
 		return
 	}
+	// Bounded: when maxBackground completions run already, the entity waits for a slot (the
+	// caller's deadline still applies to its own call).
+	select {
+	case n.background <- struct{}{}:
+	case <-r.ctx.Done():
+		r.finish(result{err: r.ctx.Err()})
+		return
+	}
 	n.wg.Add(1)
 	go func() {
+		defer func() { <-n.background }()
 		defer n.wg.Done()
 		n.sideEffects(r.ctx, effects)
 		if f := ca.GetForward(); f != nil {
@@ -233,8 +309,17 @@ func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffe
 			run(ctx)
 			continue
 		}
+		select {
+		case n.background <- struct{}{}:
+		default:
+			// Asynchronous side effects are fire-and-forget (Cloudstate); under overload they
+			// are dropped rather than growing goroutines without bound.
+			n.log.Warn("asynchronous side effect dropped: too many side effects in flight", "method", target.FullName, "limit", cap(n.background))
+			continue
+		}
 		n.wg.Add(1)
 		go func() {
+			defer func() { <-n.background }()
 			defer n.wg.Done()
 			ctx, cancel := context.WithTimeout(n.ctx, defaultRouteTimeout)
 			defer cancel()
@@ -255,11 +340,13 @@ func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payl
 	if want := TypeURL(m.Input); typeURL != "" && !sameType(typeURL, want) {
 		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s carries %s, want %s", m.FullName, typeURL, want)
 	}
-	msg, err := m.Decode(payload)
+	id, err := extractEntityID(m, payload, DefaultMaxEntityIDBytes)
 	if err != nil {
+		// The user function named a target it cannot address (a malformed payload, empty key
+		// fields): a protocol error of the function, never a command that reaches a journal.
 		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s: %v", m.FullName, err)
 	}
-	return payload, m, m.EntityID(msg), nil
+	return payload, m, id, nil
 }
 
 // sameType compares type URLs by the message name after the last '/'.
@@ -267,8 +354,9 @@ func sameType(got, want string) bool {
 	return got == want || got[strings.LastIndexByte(got, '/')+1:] == want[strings.LastIndexByte(want, '/')+1:]
 }
 
-// notSent reports whether a gRPC UNAVAILABLE message says the connection could not be made, so
-// the request was never sent (grpc-go: "transport: Error while dialing ...").
-func notSent(msg string) bool {
-	return strings.Contains(msg, "while dialing") || strings.Contains(msg, "connection refused")
+// dialFailed reports whether a status this node's gRPC transport produced says the connection
+// could not be made (grpc-go: "connection error: desc = \"transport: Error while dialing ...\""),
+// so the request was never sent.
+func dialFailed(msg string) bool {
+	return strings.HasPrefix(msg, "connection error:") && strings.Contains(msg, "while dialing")
 }

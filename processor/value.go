@@ -3,12 +3,10 @@ package processor
 import (
 	"context"
 	"fmt"
-	"time"
 
-	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/grpc"
 
 	"github.com/kstatehq/kstate/broker"
-	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -32,87 +30,88 @@ func (d *valueDriver) close() {
 }
 
 // activate opens the stream with the state stored in Pebble.
-func (d *valueDriver) activate() error {
+func (d *valueDriver) activate(r *request) error {
 	e := d.e
-	stored, found, err := e.o.n.store.LoadValue(e.o.p, e.svc.PersistenceID, e.key.entityID)
+	stored, found, err := e.o.n.store.LoadValue(e.o.p, e.svc.PersistenceID, e.key.ID)
 	if err != nil {
 		return fmt.Errorf("load from store: %w", err)
 	}
-	ctx, cancel := context.WithCancel(e.o.ctx)
-	var stream valueStream
+	var inproc func(context.Context) stepper[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]
 	if sdkSrv := e.o.n.sdkSrv; sdkSrv != nil {
-		stream = &sessionStream[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]{s: sdkSrv.NewValueSession(ctx)}
-	} else {
-		s, err := valueentitypb.NewValueEntityClient(e.o.n.uf).Handle(ctx)
-		if err != nil {
-			cancel()
-			return fmt.Errorf("open stream: %w", err)
+		inproc = func(ctx context.Context) stepper[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut] {
+			return sdkSrv.NewValueSession(ctx)
 		}
-		stream = s
+	}
+	stream, cancel, err := openStream(e, r, inproc, func(ctx context.Context, opts ...grpc.CallOption) (valueStream, error) {
+		return valueentitypb.NewValueEntityClient(e.o.n.uf).Handle(ctx, opts...)
+	})
+	if err != nil {
+		return err
 	}
 	d.stream, d.cancel, d.counter = stream, cancel, 0
 	state := &valueentitypb.ValueEntityInitState{}
 	if found {
 		state.Value = stored.GetValue()
 	}
-	init := &valueentitypb.ValueEntityInit{ServiceName: e.svc.Name, EntityId: e.key.entityID, State: state}
+	init := &valueentitypb.ValueEntityInit{ServiceName: e.svc.Name, EntityId: e.key.ID, State: state}
 	if err := stream.Send(&valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Init{Init: init}}); err != nil {
 		return fmt.Errorf("send init: %w", err)
 	}
 	return nil
 }
 
+// handle runs one command; see esDriver.handle.
 func (d *valueDriver) handle(r *request) error {
 	e := d.e
-	if d.stream == nil {
-		if err := d.activate(); err != nil {
-			r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, e.key.service, e.key.entityID, err)})
+	for attempt := 0; ; attempt++ {
+		fresh := d.stream == nil
+		if fresh {
+			if err := d.activate(r); err != nil {
+				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, e.key.Service, e.key.ID, err)})
+				return err
+			}
+		}
+		d.counter++
+		id := int64(d.counter)
+		out, err := exchange(e, r, d.stream, d.cancel, &valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Command{
+			Command: e.command(r, id),
+		}})
+		if err != nil {
+			if !fresh && attempt == 0 && r.ctx.Err() == nil {
+				// The stream broke while idle: reopen and send once more (see esDriver.handle).
+				e.log.Debug("entity stream broke while idle; reopening", "error", err)
+				d.close()
+				continue
+			}
+			r.finish(result{err: userFunctionErr(err)})
 			return err
 		}
-	}
-	d.counter++
-	id := int64(d.counter)
-	cmd := &cloudstatepb.Command{
-		EntityId: e.key.entityID,
-		Id:       id,
-		Name:     r.method.Name,
-		Payload:  &anypb.Any{TypeUrl: TypeURL(r.method.Input), Value: r.payload},
-		Metadata: r.md,
-	}
-	if err := d.stream.Send(&valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Command{Command: cmd}}); err != nil {
-		r.finish(result{err: fmt.Errorf("%w: user function: %v", ErrUnavailable, err)})
-		return err
-	}
-	t := time.AfterFunc(e.o.n.commandTimeout, d.cancel)
-	out, err := d.stream.Recv()
-	t.Stop()
-	if err != nil {
-		r.finish(result{err: fmt.Errorf("%w: user function: %v", ErrUnavailable, err)})
-		return err
-	}
-	switch m := out.Message.(type) {
-	case *valueentitypb.ValueEntityStreamOut_Failure:
-		r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
-		return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
-	case *valueentitypb.ValueEntityStreamOut_Reply:
-		return d.reply(r, id, m.Reply)
-	default:
-		r.finish(result{err: fmt.Errorf("%w: user function sent an empty message", ErrUnavailable)})
-		return fmt.Errorf("%w: empty ValueEntityStreamOut", errCrashed)
+		switch m := out.Message.(type) {
+		case *valueentitypb.ValueEntityStreamOut_Failure:
+			r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
+			return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
+		case *valueentitypb.ValueEntityStreamOut_Reply:
+			return d.reply(r, id, m.Reply)
+		default:
+			return protocolError(r, "user function sent an empty ValueEntityStreamOut")
+		}
 	}
 }
 
 func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntityReply) error {
 	e := d.e
 	if rep.GetCommandId() != id {
-		r.finish(result{err: fmt.Errorf("%w: user function protocol error", ErrUnavailable)})
-		return fmt.Errorf("%w: reply for command %d while %d is in flight", errCrashed, rep.GetCommandId(), id)
+		return protocolError(r, "reply for command %d while %d is in flight", rep.GetCommandId(), id)
 	}
 	if f := rep.GetClientAction().GetFailure(); f != nil {
 		// A failure drops the state change and the side effects.
 		r.finish(result{err: &CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
+			// Reopen at once with the durable state, as Cloudstate's proxy does.
 			d.close()
+			if err := d.activate(r); err != nil {
+				return fmt.Errorf("%w: reopen after restart: %v", errCrashed, err)
+			}
 		}
 		return nil
 	}
@@ -121,7 +120,7 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 		rec := broker.Record{
 			Topic:     e.o.n.cfg.Broker.StateTopic(e.svc.PersistenceID),
 			Partition: e.o.p,
-			Key:       []byte(e.key.entityID),
+			Key:       []byte(e.key.ID),
 			Headers: []broker.Header{
 				{Key: kstatev1.HeaderCommandID, Value: []byte(e.o.n.commandID(e.o.p))},
 				{Key: kstatev1.HeaderEntityType, Value: []byte(e.svc.Name)},
@@ -130,19 +129,21 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 		switch a := act.GetAction().(type) {
 		case *valueentitypb.ValueEntityAction_Update:
 			v := a.Update.GetValue()
+			if v == nil {
+				return protocolError(r, "a value update without a value (use delete to remove the state)")
+			}
 			// A present but empty value is not a tombstone: keep the slice non-nil.
 			rec.Value = append(make([]byte, 0, len(v.GetValue())), v.GetValue()...)
 			rec.Headers = append(rec.Headers, broker.Header{Key: kstatev1.HeaderType, Value: []byte(v.GetTypeUrl())})
 		case *valueentitypb.ValueEntityAction_Delete:
 			rec.Value = nil // tombstone
 		default:
-			r.finish(result{err: fmt.Errorf("%w: user function sent an empty state action", ErrUnavailable)})
-			return fmt.Errorf("%w: empty ValueEntityAction", errCrashed)
+			return protocolError(r, "an empty ValueEntityAction")
 		}
 		recs = append(recs, rec)
 	}
-	if err := e.o.persist(recs); err != nil {
-		r.finish(result{err: persistErr(err)})
+	if err := e.o.persist(r, recs); err != nil {
+		r.finish(result{err: err})
 		return fmt.Errorf("persist: %w", err)
 	}
 	e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects())

@@ -35,13 +35,23 @@ type EventSourcedSession struct {
 	entityID string
 	state    proto.Message
 	seq      int64
-	err      error // set by a stream failure; every later Step returns it
+	err      error           // set by a stream failure; every later Step returns it
+	cmdCtx   context.Context // StepContext's, while it runs
 }
 
 // NewEventSourcedSession returns a session for one entity stream served by s's registered
 // entities. ctx is what CommandContext.Context returns to command handlers.
 func (s *Server) NewEventSourcedSession(ctx context.Context) *EventSourcedSession {
 	return &EventSourcedSession{srv: s, ctx: ctx, log: s.log}
+}
+
+// StepContext is Step with ctx as the context command handlers see (CommandContext.Context) for
+// this message: the runtime passes the command's own context, so a handler can honour the
+// caller's deadline and cancellation.
+func (s *EventSourcedSession) StepContext(ctx context.Context, in *eventsourcedpb.EventSourcedStreamIn) (*eventsourcedpb.EventSourcedStreamOut, error) {
+	s.cmdCtx = ctx
+	defer func() { s.cmdCtx = nil }()
+	return s.Step(in)
 }
 
 // Step handles one message from the proxy and returns the message to send back, if any:
@@ -250,7 +260,7 @@ func (s *EventSourcedSession) command(cmd *cloudstatepb.Command) *eventsourcedpb
 		}
 	}
 
-	c := &commandCore{ctx: s.ctx, model: s.model, entityID: s.entityID, cmd: cmd, seq: s.seq, base: s.state}
+	c := &commandCore{ctx: s.handlerCtx(), model: s.model, entityID: s.entityID, cmd: cmd, seq: s.seq, base: s.state}
 	out, panicked, err := s.invoke(h, c, in, log)
 	if panicked {
 		// The handler may have modified state it was only meant to read, or left the working
@@ -326,4 +336,12 @@ func unmarshalAny(a *anypb.Any, m proto.Message) error {
 		return fmt.Errorf("decode %s: %w", a.GetTypeUrl(), err)
 	}
 	return nil
+}
+
+// handlerCtx is the context of the command being stepped: StepContext's, else the session's.
+func (s *EventSourcedSession) handlerCtx() context.Context {
+	if s.cmdCtx != nil {
+		return s.cmdCtx
+	}
+	return s.ctx
 }

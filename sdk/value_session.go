@@ -30,13 +30,23 @@ type ValueSession struct {
 	model    *valueModel // nil until init
 	entityID string
 	state    proto.Message
-	err      error // set by a stream failure; every later Step returns it
+	err      error           // set by a stream failure; every later Step returns it
+	cmdCtx   context.Context // StepContext's, while it runs
 }
 
 // NewValueSession returns a session for one value entity stream served by s's registered
 // entities. ctx is what ValueContext.Context returns to command handlers.
 func (s *Server) NewValueSession(ctx context.Context) *ValueSession {
 	return &ValueSession{srv: s, ctx: ctx, log: s.log}
+}
+
+// StepContext is Step with ctx as the context command handlers see (CommandContext.Context) for
+// this message: the runtime passes the command's own context, so a handler can honour the
+// caller's deadline and cancellation.
+func (s *ValueSession) StepContext(ctx context.Context, in *valueentitypb.ValueEntityStreamIn) (*valueentitypb.ValueEntityStreamOut, error) {
+	s.cmdCtx = ctx
+	defer func() { s.cmdCtx = nil }()
+	return s.Step(in)
 }
 
 // Step handles one message from the proxy and returns the message to send back, if any:
@@ -158,7 +168,7 @@ func (s *ValueSession) command(cmd *cloudstatepb.Command) *valueentitypb.ValueEn
 		return fail(err.Error(), false)
 	}
 
-	c := &valueCore{ctx: s.ctx, sess: s, entityID: s.entityID, cmd: cmd, base: s.state}
+	c := &valueCore{ctx: s.handlerCtx(), sess: s, entityID: s.entityID, cmd: cmd, base: s.state}
 	var out proto.Message
 	if perr := guard(log, "command handler", func() { out, err = h.call(c, in) }); perr != nil {
 		// The handler may have modified state it was only meant to read: ask the proxy to
@@ -250,4 +260,12 @@ func guard(log hclog.Logger, what string, f func()) (err error) {
 	}()
 	f()
 	return nil
+}
+
+// handlerCtx is the context of the command being stepped: StepContext's, else the session's.
+func (s *ValueSession) handlerCtx() context.Context {
+	if s.cmdCtx != nil {
+		return s.cmdCtx
+	}
+	return s.ctx
 }

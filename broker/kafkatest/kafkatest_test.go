@@ -45,3 +45,48 @@ func TestRealSkipsWithoutEnv(t *testing.T) {
 		t.Fatal("Real did not skip without " + EnvBrokers)
 	}
 }
+
+func TestAlterTopicConfigsAndDeleteTopics(t *testing.T) {
+	addrs := Cluster(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic := Unique(t, "kt-cfg")
+	create := func() {
+		t.Helper()
+		resp, err := adm.CreateTopic(ctx, 1, -1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, topic)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			t.Fatalf("create %s: %v", topic, err)
+		}
+	}
+	create()
+	AlterTopicConfigs(t, addrs, topic, map[string]string{"delete.retention.ms": "500"})
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On(topic, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ""
+	for _, c := range rc.Configs {
+		if c.Key == "delete.retention.ms" && c.Value != nil {
+			got = *c.Value
+		}
+	}
+	if got != "500" {
+		t.Fatalf("delete.retention.ms = %q after AlterTopicConfigs, want 500", got)
+	}
+	DeleteTopics(t, addrs, topic)
+	create() // DeleteTopics returned: the name is free again
+	DeleteTopics(t, addrs, topic)
+}

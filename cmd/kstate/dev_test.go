@@ -170,8 +170,9 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 		partitions int32
 		cleanup    string
 	}{
-		"kstate.shop.commands":                                {"commands", 3, "delete"},
-		"kstate.shop.owners":                                  {"owners", 1, "compact"},
+		"kstate.shop.commands": {"commands", 3, "delete"},
+		"kstate.shop.owners":   {"owners", 1, "compact"},
+		"kstate.claims":        {"claims", 1, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".events":    {"events", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".snapshots": {"snapshots", 3, "compact"},
 	}

@@ -45,6 +45,7 @@ type nodeOpts struct {
 	nodeID         string
 	listen         string
 	advertise      string
+	peerListen     string
 	dataDir        string
 	userFunction   string
 	example        string
@@ -53,6 +54,9 @@ type nodeOpts struct {
 	partitions     int32
 	sessionTimeout time.Duration
 	commitLinger   time.Duration
+	readLease      time.Duration
+	maxActive      int
+	maxRecordBytes int
 	kafka          kafkaOpts
 }
 
@@ -87,8 +91,9 @@ func (k *kafkaOpts) apply(cfg *broker.Config) {
 func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
 	f := cmd.Flags()
 	f.StringVar(&o.nodeID, "node-id", "", "node id in ownership records and logs (default: hostname-pid)")
-	f.StringVar(&o.listen, "listen", ":9000", "gRPC address: user services, reflection, health, node-to-node")
-	f.StringVar(&o.advertise, "advertise", "", "address other nodes forward to (default: the listen address)")
+	f.StringVar(&o.listen, "listen", ":9000", "public address: the user's services (gRPC, HTTP/JSON), reflection, health")
+	f.StringVar(&o.peerListen, "peer-listen", "", "node-to-node forwarding address, never the public port (default: the listen host, any free port)")
+	f.StringVar(&o.advertise, "advertise", "", "address other nodes forward to: the peer listener's (default: the peer listen address)")
 	f.StringVar(&o.dataDir, "data-dir", "./.kstate", "folder for the node's Pebble store")
 	f.StringVar(&o.userFunction, "user-function", "", "address of a Cloudstate user function (host:port)")
 	f.StringVar(&o.example, "example", "", "run an example user function in-process: "+exampleNames())
@@ -97,6 +102,9 @@ func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
 	f.Int32Var(&o.partitions, "partitions", 16, "partitions of every entity topic (fixed for the app's lifetime)")
 	f.DurationVar(&o.sessionTimeout, "session-timeout", 6*time.Second, "consumer-group session timeout: bounds failover time")
 	f.DurationVar(&o.commitLinger, "commit-linger", 0, "wait this long for more commands before a transaction (0: natural batching)")
+	f.DurationVar(&o.readLease, "read-lease", 0, "answer event-less commands from memory this long after a committed transaction was sent (0: a third of --session-timeout; negative: never, every read commits a barrier)")
+	f.IntVar(&o.maxActive, "max-active-entities", 0, "active entities per partition before the least recently used idle one is passivated (0: 10000)")
+	f.IntVar(&o.maxRecordBytes, "max-record-bytes", 0, "largest event, snapshot or state record a command may write; larger fails the command with INVALID_ARGUMENT (0: 1000000, and never above the topics' max.message.bytes)")
 }
 
 // config maps the flags onto processor.Config and the in-process entities.
@@ -107,9 +115,13 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	}
 	cfg.ListenAddr = o.listen
 	cfg.AdvertiseAddr = o.advertise
+	cfg.PeerListenAddr = o.peerListen
 	cfg.DataDir = dataDir
 	cfg.UserFunction = o.userFunction
 	cfg.CommitLinger = o.commitLinger
+	cfg.ReadLease = o.readLease
+	cfg.MaxActiveEntities = o.maxActive
+	cfg.MaxRecordBytes = o.maxRecordBytes
 	cfg.Broker.Brokers = brokers
 	cfg.Broker.Namespace = o.namespace
 	cfg.Broker.App = o.app
