@@ -36,8 +36,9 @@ COPY --from=build --chown=65532:65532 /out/var/lib/kstate /var/lib/kstate
 # nonroot (65532:65532) is distroless's unprivileged user; the Helm chart runs with the same ids.
 USER 65532:65532
 WORKDIR /var/lib/kstate
-# gRPC, HTTP/JSON, reflection, health and node-to-node forwarding share one port (--listen).
-EXPOSE 9000
+# 9000 (--listen): the user's services over gRPC and HTTP/JSON, reflection, health.
+# 9001 (--peer-listen): node-to-node forwarding, never on the public port.
+EXPOSE 9000 9001
 # The node's Pebble store (--data-dir). Losing it is safe: a node restores what it owns from Kafka.
 VOLUME ["/var/lib/kstate"]
 ENTRYPOINT ["/usr/local/bin/kstate", "serve"]

@@ -45,10 +45,10 @@ func renderChart(t *testing.T, valuesYAML string) (*manifests, string) {
 
 // checkNode asserts what every kstate deployment needs, whatever the values: the node id is the
 // pod name, the advertise address the pod's DNS name under the headless Service (which publishes
-// not-ready pods), readiness is gRPC health on the kstate port and liveness is not, the data dir
+// not-ready pods) with the peer port, which only the headless Service exposes; readiness is gRPC health on the kstate port and liveness is not, the data dir
 // is the mounted data volume, the client Service reaches the port, and every flag is one that
 // `kstate serve` accepts, with a value of its type.
-func checkNode(t *testing.T, m *manifests, port int32) *kstateNode {
+func checkNode(t *testing.T, m *manifests, port, peerPort int32) *kstateNode {
 	t.Helper()
 	n := nodeOf(t, m)
 	ss := m.statefulSets()[0]
@@ -70,15 +70,26 @@ func checkNode(t *testing.T, m *manifests, port int32) *kstateNode {
 	if headless == nil || !headless.Spec.PublishNotReadyAddresses {
 		t.Errorf("headless Service %s missing or not publishing not-ready addresses", ss.Spec.ServiceName)
 	}
-	wantAdvertise := fmt.Sprintf("%s.%s.%s.svc.cluster.local:%d", n.podName, ss.Spec.ServiceName, n.namespace, port)
+	wantAdvertise := fmt.Sprintf("%s.%s.%s.svc.cluster.local:%d", n.podName, ss.Spec.ServiceName, n.namespace, peerPort)
 	if got := n.flags["advertise"]; got != wantAdvertise {
 		t.Errorf("--advertise=%s, want %s", got, wantAdvertise)
 	}
 	if got, want := n.flags["listen"], fmt.Sprintf(":%d", port); got != want {
 		t.Errorf("--listen=%s, want %s", got, want)
 	}
+	if got, want := n.flags["peer-listen"], fmt.Sprintf(":%d", peerPort); got != want {
+		t.Errorf("--peer-listen=%s, want %s", got, want)
+	}
 	if p := containerPort(c, "grpc"); p != port {
 		t.Errorf("container port grpc = %d, want %d", p, port)
+	}
+	if p := containerPort(c, "peer"); p != peerPort {
+		t.Errorf("container port peer = %d, want %d", p, peerPort)
+	}
+	if headless != nil && !slices.ContainsFunc(headless.Spec.Ports, func(p corev1.ServicePort) bool {
+		return p.Port == peerPort && p.TargetPort == intstr.FromString("peer")
+	}) {
+		t.Errorf("headless Service ports %+v lack the peer port %d", headless.Spec.Ports, peerPort)
 	}
 	if rp := c.ReadinessProbe; rp == nil || rp.GRPC == nil || rp.GRPC.Port != port || (rp.GRPC.Service != nil && *rp.GRPC.Service != "") {
 		t.Errorf("readiness probe %+v, want grpc on port %d, service \"\"", rp, port)
@@ -164,7 +175,7 @@ func TestChartDefaults(t *testing.T) {
 	if got := m.kinds(); !slices.Equal(got, want) {
 		t.Errorf("objects %v, want %v", got, want)
 	}
-	n := checkNode(t, m, 9000)
+	n := checkNode(t, m, 9000, 9001)
 	for flag, want := range map[string]string{
 		"brokers": "my-cluster-kafka-bootstrap.kafka.svc:9092", "namespace": "kstate", "app": releaseName,
 		"partitions": "16", "session-timeout": "6s", "example": "shoppingcart", "data-dir": "/var/lib/kstate",
@@ -183,7 +194,7 @@ func TestChartDefaults(t *testing.T) {
 	if _, ok := n.env["KSTATE_KAFKA_PASSWORD"]; ok {
 		t.Error("KSTATE_KAFKA_PASSWORD set without SASL")
 	}
-	for _, f := range []string{"kafka-tls", "kafka-sasl-mechanism", "user-function", "admin-listen"} {
+	for _, f := range []string{"kafka-tls", "kafka-sasl-mechanism", "user-function", "admin-listen", "read-lease", "max-active-entities", "max-record-bytes"} {
 		if _, ok := n.flags[f]; ok {
 			t.Errorf("--%s given by default", f)
 		}
@@ -217,7 +228,7 @@ kafka:
     username: kstate
     passwordSecret: {name: kstate-sasl, key: pass}
 `)
-	n := checkNode(t, m, 9000)
+	n := checkNode(t, m, 9000, 9001)
 	for flag, want := range map[string]string{
 		"brokers":              "my-cluster-kafka-bootstrap.kafka.svc:9093,kafka-1.example.com:9093",
 		"kafka-tls":            "\x00bool",
@@ -286,7 +297,7 @@ userFunction:
     env: [{name: CART_MODE, value: strict}]
 persistence: {enabled: false}
 `)
-	n := checkNode(t, m, 9000)
+	n := checkNode(t, m, 9000, 9001)
 	if _, ok := n.flags["example"]; ok {
 		t.Errorf("--example given with a sidecar: %s", n)
 	}
@@ -323,7 +334,7 @@ metrics:
   port: 9102
   serviceMonitor: {enabled: true, labels: {release: prometheus}}
 `)
-	n := checkNode(t, m, 9000)
+	n := checkNode(t, m, 9000, 9001)
 	if got := n.flags["admin-listen"]; got != ":9102" {
 		t.Errorf("--admin-listen=%s, want :9102", got)
 	}
@@ -350,6 +361,10 @@ func TestChartAddressAndTuning(t *testing.T) {
 	m, _ := renderChart(t, `
 replicaCount: 5
 port: 9443
+peerPort: 7000
+readLease: 1500ms
+maxActiveEntities: 500
+maxRecordBytes: 2000000
 fullnameOverride: shop
 kafka: {app: shop, namespace: acme, partitions: 48, sessionTimeout: 10s}
 commitLinger: 2ms
@@ -359,10 +374,11 @@ service: {type: NodePort, port: 80, nodePort: 30900}
 podDisruptionBudget: {minAvailable: "60%"}
 image: {tag: v0.2.0}
 `)
-	n := checkNode(t, m, 9443)
+	n := checkNode(t, m, 9443, 7000)
 	for flag, want := range map[string]string{
 		"user-function": "cart.shop.svc:8080", "app": "shop", "namespace": "acme", "partitions": "48",
 		"session-timeout": "10s", "commit-linger": "2ms", "log-level": "debug",
+		"read-lease": "1500ms", "max-active-entities": "500", "max-record-bytes": "2000000",
 	} {
 		if got := n.flags[flag]; got != want {
 			t.Errorf("--%s=%q, want %q", flag, got, want)
@@ -397,6 +413,7 @@ func TestChartRejects(t *testing.T) {
 		{name: "no brokers", values: "kafka: {brokers: []}", want: "brokers"},
 		{name: "broker without port", values: "kafka: {brokers: [kafka.svc]}", want: "brokers"},
 		{name: "bad duration", values: "kafka: {sessionTimeout: 6 seconds}", want: "sessionTimeout"},
+		{name: "bad read lease", values: "readLease: soon", want: "readLease"},
 		{name: "SASL without password", values: "kafka: {sasl: {mechanism: PLAIN, username: u}}", want: "passwordSecret.name is required"},
 		{name: "SASL without user", values: "kafka: {sasl: {mechanism: PLAIN, passwordSecret: {name: s}}}", want: "username is required"},
 		{name: "TLS files without TLS", values: "kafka: {tls: {ca: {secretName: ca}}}", want: "kafka.tls.enabled is false"},
@@ -489,8 +506,8 @@ func TestValidateCatches(t *testing.T) {
 		{"Service selecting nothing", func(m *manifests) { m.service("kstate").Spec.Selector["app.kubernetes.io/name"] = "other" }, "selects no pods"},
 		{"Service to a missing port", func(m *manifests) { m.service("kstate").Spec.Ports[0].TargetPort = intstr.FromString("http") }, `targetPort http`},
 		{"probe on a missing port", func(m *manifests) {
-			m.statefulSets()[0].Spec.Template.Spec.Containers[0].ReadinessProbe.GRPC.Port = 9001
-		}, "grpc port 9001 is not a container port"},
+			m.statefulSets()[0].Spec.Template.Spec.Containers[0].ReadinessProbe.GRPC.Port = 9002
+		}, "grpc port 9002 is not a container port"},
 		{"selector not matching the pods", func(m *manifests) {
 			m.statefulSets()[0].Spec.Selector.MatchLabels["app.kubernetes.io/instance"] = "other"
 		}, "does not match the pod template"},
@@ -546,7 +563,7 @@ func TestDockerfile(t *testing.T) {
 		regexp.MustCompile(`(?m)^RUN .*(\\\n.*)*make build\b`),
 		regexp.MustCompile(`(?m)^FROM gcr\.io/distroless/static(-debian\d+)?:nonroot$`),
 		regexp.MustCompile(`(?m)^USER ` + strconv.FormatInt(*pod.SecurityContext.RunAsUser, 10) + `:` + strconv.FormatInt(*pod.SecurityContext.RunAsGroup, 10) + `$`),
-		regexp.MustCompile(`(?m)^EXPOSE ` + strings.TrimPrefix(n.flags["listen"], ":") + `$`),
+		regexp.MustCompile(`(?m)^EXPOSE ` + strings.TrimPrefix(n.flags["listen"], ":") + ` ` + strings.TrimPrefix(n.flags["peer-listen"], ":") + `$`),
 		regexp.MustCompile(`(?m)^VOLUME \["` + regexp.QuoteMeta(n.flags["data-dir"]) + `"\]$`),
 		regexp.MustCompile(`(?m)^ENTRYPOINT \["/usr/local/bin/kstate", "serve"\]$`),
 	} {

@@ -37,7 +37,7 @@ func buildKustomization(t *testing.T, dir string) *manifests {
 // the ConfigMap's values — are equal.
 func TestKustomizeBaseMatchesChart(t *testing.T) {
 	km := buildKustomization(t, "base")
-	kn := checkNode(t, km, 9000)
+	kn := checkNode(t, km, 9000, 9001)
 	hm, _ := renderChart(t, "")
 	hn := nodeOf(t, hm)
 
@@ -105,7 +105,7 @@ func normalize(o runtime.Object) runtime.Object {
 
 func TestKustomizeExampleOverlay(t *testing.T) {
 	m := buildKustomization(t, "overlays/example")
-	n := checkNode(t, m, 9000)
+	n := checkNode(t, m, 9000, 9001)
 	for _, o := range m.objs {
 		if ns := meta(o).GetNamespace(); ns != "shop" {
 			t.Errorf("%s/%s in namespace %q, want shop", o.GetObjectKind().GroupVersionKind().Kind, meta(o).GetName(), ns)
@@ -155,7 +155,7 @@ func TestKustomizeEveryOverlay(t *testing.T) {
 	for _, d := range dirs {
 		rel, _ := filepath.Rel(kustomizeDir, filepath.Dir(d))
 		t.Run(rel, func(t *testing.T) {
-			checkNode(t, buildKustomization(t, filepath.ToSlash(rel)), 9000)
+			checkNode(t, buildKustomization(t, filepath.ToSlash(rel)), 9000, 9001)
 		})
 	}
 }

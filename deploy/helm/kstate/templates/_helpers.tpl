@@ -92,7 +92,8 @@ precedence. Fails when none is configured, or when both a sidecar and an address
 {{- $k := .Values.kafka }}
 {{- $mode := include "kstate.userFunctionMode" . -}}
 - {{ printf "--listen=:%d" (int .Values.port) | quote }}
-- {{ printf "--advertise=$(POD_NAME).%s.$(POD_NAMESPACE).svc.%s:%d" (include "kstate.headlessName" .) .Values.clusterDomain (int .Values.port) | quote }}
+- {{ printf "--peer-listen=:%d" (int .Values.peerPort) | quote }}
+- {{ printf "--advertise=$(POD_NAME).%s.$(POD_NAMESPACE).svc.%s:%d" (include "kstate.headlessName" .) .Values.clusterDomain (int .Values.peerPort) | quote }}
 - "--node-id=$(POD_NAME)"
 - "--data-dir=/var/lib/kstate"
 - {{ printf "--brokers=%s" (join "," $k.brokers) | quote }}
@@ -101,6 +102,15 @@ precedence. Fails when none is configured, or when both a sidecar and an address
 - {{ printf "--partitions=%d" (int $k.partitions) | quote }}
 - {{ printf "--session-timeout=%s" $k.sessionTimeout | quote }}
 - {{ printf "--commit-linger=%s" .Values.commitLinger | quote }}
+{{- with .Values.readLease }}
+- {{ printf "--read-lease=%s" . | quote }}
+{{- end }}
+{{- with .Values.maxActiveEntities }}
+- {{ printf "--max-active-entities=%d" (int .) | quote }}
+{{- end }}
+{{- with .Values.maxRecordBytes }}
+- {{ printf "--max-record-bytes=%d" (int .) | quote }}
+{{- end }}
 - {{ printf "--log-level=%s" .Values.log.level | quote }}
 {{- if .Values.log.json }}
 - "--log-json"
