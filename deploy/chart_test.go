@@ -611,3 +611,72 @@ func TestHelmLint(t *testing.T) {
 		}
 	}
 }
+
+// TestValuesDocumented: every value in values.yaml is in docs/deploy.md's table, as its full
+// path (`kafka.tls.enabled`), under a parent (`userFunction.sidecar.image.*`, or `resources` for a
+// free-form object) or as a sibling of one (`image.repository`, `.tag`), and has a
+// property in values.schema.json.
+func TestValuesDocumented(t *testing.T) {
+	b, err := os.ReadFile(chartDir + "/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals map[string]any
+	if err := yaml.Unmarshal(b, &vals); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := os.ReadFile("../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := os.ReadFile(chartDir + "/values.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := yaml.Unmarshal(sb, &schema); err != nil {
+		t.Fatal(err)
+	}
+	var leaves [][]string
+	var walk func(path []string, v any)
+	walk = func(path []string, v any) {
+		m, ok := v.(map[string]any)
+		if !ok || len(m) == 0 {
+			leaves = append(leaves, slices.Clone(path))
+			return
+		}
+		for k, sub := range m {
+			walk(append(path, k), sub)
+		}
+	}
+	walk(nil, vals)
+	for _, p := range leaves {
+		full := strings.Join(p, ".")
+		// A free-form object (resources, securityContext, ...) is documented as a whole.
+		documented := false
+		for i := len(p); i > 0 && !documented; i-- {
+			head := strings.Join(p[:i], ".")
+			documented = strings.Contains(string(docs), "`"+head+"`") || strings.Contains(string(docs), "`"+head+".*`")
+			if !documented && i > 1 {
+				// "`a.b.c`, `.d`": a sibling listed after the full path of the first.
+				documented = regexp.MustCompile("`"+regexp.QuoteMeta(strings.Join(p[:i-1], "."))+`\.[a-zA-Z.*]+` + "`" + `[^|]*` + "`" + `\.` + regexp.QuoteMeta(p[i-1]) + "`").Match(docs)
+			}
+		}
+		if !documented {
+			t.Errorf("value %s is not in docs/deploy.md", full)
+		}
+		node := schema
+		for i, k := range p {
+			props, _ := node["properties"].(map[string]any)
+			next, ok := props[k].(map[string]any)
+			if !ok {
+				if node["type"] == "object" && props == nil {
+					break // a free-form object in the schema
+				}
+				t.Errorf("value %s has no property %s in values.schema.json", full, strings.Join(p[:i+1], "."))
+				break
+			}
+			node = next
+		}
+	}
+}
