@@ -659,7 +659,7 @@ func TestValuesDocumented(t *testing.T) {
 			documented = strings.Contains(string(docs), "`"+head+"`") || strings.Contains(string(docs), "`"+head+".*`")
 			if !documented && i > 1 {
 				// "`a.b.c`, `.d`": a sibling listed after the full path of the first.
-				documented = regexp.MustCompile("`"+regexp.QuoteMeta(strings.Join(p[:i-1], "."))+`\.[a-zA-Z.*]+` + "`" + `[^|]*` + "`" + `\.` + regexp.QuoteMeta(p[i-1]) + "`").Match(docs)
+				documented = regexp.MustCompile("`" + regexp.QuoteMeta(strings.Join(p[:i-1], ".")) + `\.[a-zA-Z.*]+` + "`" + `[^|]*` + "`" + `\.` + regexp.QuoteMeta(p[i-1]) + "`").Match(docs)
 			}
 		}
 		if !documented {
