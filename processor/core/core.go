@@ -571,7 +571,17 @@ func (c *Core) Tick(now time.Time) {
 func (c *Core) Stop() { c.stop(nil) }
 
 func (c *Core) stop(giveUp error) {
-	if c.phase == stopping || c.phase == stopped {
+	switch c.phase {
+	case stopped:
+		return
+	case stopping:
+		// Already stopping (revoked) when the transaction in flight ended badly.
+		if c.giveUp == nil {
+			c.giveUp = giveUp
+		}
+		if c.inflight == nil {
+			c.finishStop()
+		}
 		return
 	}
 	c.phase = stopping

@@ -257,6 +257,22 @@ func TestStopAnswersEveryQueue(t *testing.T) {
 	h.committed(3, 1, Committed, "written 4:ok | stopped")
 }
 
+// Found by the e2e suite: a revocation while a transaction is in flight, and that transaction is
+// then fenced — the stop must still finish (the partition loop waited forever, and with it the
+// group's revoke callback).
+func TestStopThenFencedTransactionStops(t *testing.T) {
+	for _, out := range []Outcome{Fenced, Indefinite, StorageFailed, Aborted, Committed} {
+		h := newHarness(t, Config{}).serving()
+		h.command(0, cmd(1, "a"), "dispatch 1>a+")
+		h.write(1, recs(1, 1), "txn 1[1]")
+		h.stop("-")
+		h.c.Committed(ms(2), 1, out, errors.New("cause"))
+		if rd := h.c.Ready(); !rd.Stopped || len(rd.Written) != 1 {
+			t.Fatalf("outcome %d after stop: %s, want the write answered and stopped", out, render(rd))
+		}
+	}
+}
+
 func TestStopWhileRestoringAnswersThePartitionQueue(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.command(0, cmd(1, "a"), "-")
