@@ -37,7 +37,8 @@ import (
 // maxBackground bounds the node's background goroutines for side effects and forwards.
 const maxBackground = 4096
 
-// Version is reported to user functions in ProxyInfo and by `kstate version`.
+// Version is reported to user functions in ProxyInfo and by `kstate version`. Release builds set
+// it with -ldflags "-X github.com/kstatehq/kstate/processor.Version=v1.2.3" (see the Makefile).
 var Version = "dev"
 
 // errStorage marks a Pebble failure after a commit: the partition is given up and reacquired.

@@ -7,7 +7,9 @@
 #      against it; a broker this script started is stopped again on exit, whatever happens;
 #   3. go vet ./...;
 #   4. scripts/checkgenerate.sh (buf lint, generated code up to date), when present;
-#   5. go test -race -shuffle=on -count=1 -timeout 30m ./...
+#   5. the deploy module (deploy/go.mod: Helm chart, Kustomize, manifest tests; no broker, no
+#      cluster): go vet and go test, without -race (Kubernetes' packages are slow to build);
+#   6. go test -race -shuffle=on -count=1 -timeout 30m ./...
 #
 # The exit code is the first failing step's. go test's own summary lines are the last output.
 #
@@ -15,7 +17,7 @@
 #   KSTATE_KAFKA_BROKERS  already set: test against that cluster; scripts/kafka.sh is not used
 #   KSTATE_KAFKA_PORT     port for scripts/kafka.sh (default 19092); see scripts/kafka.sh for more
 #   KSTATE_TEST_FLAGS     extra go test flags, e.g. "-run TestFoo -v" (word-split)
-#   KSTATE_TEST_PKGS      packages to test (default ./...)
+#   KSTATE_TEST_PKGS      packages to test (default ./...); when set, the deploy module is skipped
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -87,6 +89,12 @@ echo "go vet: ok"
 if [[ -f scripts/checkgenerate.sh ]]; then
 	section "checkgenerate (buf lint, generated code up to date)"
 	bash scripts/checkgenerate.sh
+fi
+
+# A nested module: the root's ./... (vet, test) does not descend into deploy/.
+if [[ -z "${KSTATE_TEST_PKGS:-}" ]]; then
+	section "deploy module: go vet, go test -count=1 ./... (Helm chart, Kustomize, Dockerfile)"
+	(cd deploy && go vet ./... && go test -count=1 -timeout 15m ./...)
 fi
 
 pkgs="${KSTATE_TEST_PKGS:-./...}"

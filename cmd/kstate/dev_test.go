@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kstatehq/kstate/examples/shoppingcart"
+	"github.com/kstatehq/kstate/processor"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer goroutine and a polling reader.
@@ -288,7 +289,7 @@ func TestVersion(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"kstate " + version, "go go1.", "protocol 0.2"} {
+	for _, s := range []string{"kstate " + processor.Version + "\n", "\ncommit ", "go go1.", "protocol 0.2"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("version output %q lacks %q", out.String(), s)
 		}

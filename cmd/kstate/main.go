@@ -20,9 +20,6 @@ import (
 	"github.com/kstatehq/kstate/internal/logging"
 )
 
-// version is set with -ldflags "-X main.version=...".
-var version = "dev"
-
 // logOpts are the root command's logging flags.
 type logOpts struct {
 	level string
