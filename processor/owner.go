@@ -346,6 +346,7 @@ func (o *owner) run() {
 	timer.Stop()
 	defer timer.Stop()
 	stopping := o.ctx.Done()
+	var armed time.Time // when the timer fires; zero when it is not armed
 
 	o.core = core.New(o.n.coreConfig(o.maxRecordBytes))
 	o.core.Restored(time.Now(), o.fencedAt)
@@ -361,8 +362,9 @@ func (o *owner) run() {
 			}
 			break
 		}
-		if !rd.NextTick.IsZero() {
+		if !rd.NextTick.IsZero() && !rd.NextTick.Equal(armed) {
 			timer.Reset(time.Until(rd.NextTick))
+			armed = rd.NextTick
 		}
 		select {
 		case <-stopping:
@@ -377,6 +379,7 @@ func (o *owner) run() {
 		case c := <-commitDone:
 			o.core.Committed(time.Now(), c.id, c.out, c.err)
 		case <-timer.C:
+			armed = time.Time{}
 			o.core.Tick(time.Now())
 		}
 	}

@@ -664,7 +664,14 @@ func (c *Core) written(id CmdID, err error) {
 // Ready returns what the shell must do now, and resets it. Call it after every input.
 func (c *Core) Ready() Ready {
 	rd := c.rd
-	c.rd = Ready{}
+	// Reuse the slices' arrays for the next Ready (the returned slices are valid until the next
+	// input, as documented): no allocation per input in steady state.
+	c.rd = Ready{
+		Dispatch:  rd.Dispatch[:0],
+		Answers:   rd.Answers[:0],
+		Written:   rd.Written[:0],
+		Passivate: rd.Passivate[:0],
+	}
 	rd.NextTick = c.nextTick()
 	return rd
 }
