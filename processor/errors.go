@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kstatehq/kstate/processor/core"
+	"github.com/kstatehq/kstate/processor/internal/core"
 )
 
 // Sentinel errors of the entity runtime. Wrap them with fmt.Errorf("...: %w", Err…) to add context;

@@ -16,7 +16,7 @@ import (
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/partition"
-	"github.com/kstatehq/kstate/processor/core"
+	"github.com/kstatehq/kstate/processor/internal/core"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -75,7 +75,7 @@ type commitOutcome struct {
 type entityKey = core.EntityKey
 
 // owner is the IO shell of one partition this node owns. One goroutine (run) owns the pure core
-// (processor/core), which decides everything: dispatch, queues, lease, batching, admission,
+// (processor/internal/core), which decides everything: dispatch, queues, lease, batching, admission,
 // draining, give-up. The shell only moves messages: requests and entity notes in, the core's
 // Ready out — start entity goroutines, hand them commands, run transactions on the committer
 // goroutine, answer. There are no locks on entity state.

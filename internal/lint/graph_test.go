@@ -124,7 +124,7 @@ func TestPackageGraph(t *testing.T) {
 // pureCores are packages that decide and never do IO (the etcd-raft shape, DESIGN.md §6): they
 // may import only these standard-library packages, and nothing of ours or of third parties.
 var pureCores = map[string][]string{
-	mod + "/processor/core": {"container/heap", "container/list", "errors", "fmt", "time"},
+	mod + "/processor/internal/core": {"container/heap", "container/list", "errors", "fmt", "time"},
 }
 
 func TestPureCoresDoNoIO(t *testing.T) {
