@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -46,9 +47,9 @@ func TestNewHTTPHandlerRejects(t *testing.T) {
 		Proto: descriptorSet([]protoreflect.FileDescriptor{
 			cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
-		Entities: []*cloudstatepb.Entity{{EntityType: ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
+		Entities: []*cloudstatepb.Entity{{EntityType: catalog.ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
 	}
-	badCat, err := BuildCatalog(spec)
+	badCat, err := catalog.BuildCatalog(spec)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kstatehq/kstate/internal/testpb"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -200,7 +201,7 @@ func httpCounterFile() *descriptorpb.FileDescriptorProto {
 
 // httpTestCatalog builds the catalog of the HTTP tests: EventSourcedTest ("t"), the shopping cart,
 // ActionTest and the counter action.
-func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *Catalog {
+func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *catalog.Catalog {
 	t.Helper()
 	files := append([]*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile()}, extra...)
 	spec := &cloudstatepb.EntitySpec{
@@ -209,13 +210,13 @@ func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *
 			annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
 		Entities: []*cloudstatepb.Entity{
-			{EntityType: ProtocolEventSourced, ServiceName: "kstate.test.v1.EventSourcedTest", PersistenceId: "t"},
-			{EntityType: ProtocolEventSourced, ServiceName: "com.example.shoppingcart.ShoppingCart", PersistenceId: "cart"},
-			{EntityType: ProtocolAction, ServiceName: "kstate.test.v1.ActionTest"},
-			{EntityType: ProtocolAction, ServiceName: "kstate.httptest.v1.CounterService"},
+			{EntityType: catalog.ProtocolEventSourced, ServiceName: "kstate.test.v1.EventSourcedTest", PersistenceId: "t"},
+			{EntityType: catalog.ProtocolEventSourced, ServiceName: "com.example.shoppingcart.ShoppingCart", PersistenceId: "cart"},
+			{EntityType: catalog.ProtocolAction, ServiceName: "kstate.test.v1.ActionTest"},
+			{EntityType: catalog.ProtocolAction, ServiceName: "kstate.httptest.v1.CounterService"},
 		},
 	}
-	cat, err := BuildCatalog(spec)
+	cat, err := catalog.BuildCatalog(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ type httpTestDispatcher struct {
 	canceled chan struct{}
 }
 
-func (d *httpTestDispatcher) record(m *Method, id string, payload []byte, md *cloudstatepb.Metadata) (*dynamicpb.Message, error) {
+func (d *httpTestDispatcher) record(m *catalog.Method, id string, payload []byte, md *cloudstatepb.Metadata) (*dynamicpb.Message, error) {
 	msg, err := m.Decode(payload)
 	if err != nil {
 		return nil, err
@@ -291,7 +292,7 @@ func httpFieldOf(msg protoreflect.Message, name string) string {
 	return msg.Get(f).String()
 }
 
-func (d *httpTestDispatcher) Unary(_ context.Context, m *Method, id string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+func (d *httpTestDispatcher) Unary(_ context.Context, m *catalog.Method, id string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
 	msg, err := d.record(m, id, payload, md)
 	if err != nil {
 		return nil, nil, err
@@ -299,7 +300,7 @@ func (d *httpTestDispatcher) Unary(_ context.Context, m *Method, id string, payl
 	switch m.FullName {
 	case "/com.example.shoppingcart.ShoppingCart/GetCart":
 		if id == "fail" {
-			return nil, nil, &CommandFailure{Description: "boom"}
+			return nil, nil, &catalog.CommandFailure{Description: "boom"}
 		}
 		cart := dynamicpb.NewMessage(m.Output)
 		items := cart.Mutable(m.Output.Fields().ByName("items")).List()
@@ -327,7 +328,7 @@ func (d *httpTestDispatcher) Unary(_ context.Context, m *Method, id string, payl
 	return b, nil, err
 }
 
-func (d *httpTestDispatcher) Stream(ctx context.Context, m *Method, s CommandStream) error {
+func (d *httpTestDispatcher) Stream(ctx context.Context, m *catalog.Method, s CommandStream) error {
 	payload, err := s.Recv()
 	if err != nil {
 		return err
@@ -369,7 +370,7 @@ func (d *httpTestDispatcher) Stream(ctx context.Context, m *Method, s CommandStr
 	}
 	for i := 0; i < 3; i++ {
 		if mode == "fail-early" || (mode == "fail-late" && i == 1) {
-			return &CommandFailure{Description: strings.TrimPrefix(mode, "fail-") + " boom"}
+			return &catalog.CommandFailure{Description: strings.TrimPrefix(mode, "fail-") + " boom"}
 		}
 		b, err := proto.Marshal(reply(i))
 		if err != nil {

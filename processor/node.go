@@ -29,6 +29,7 @@ import (
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/internal/logging"
 	"github.com/kstatehq/kstate/partition"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
@@ -80,7 +81,7 @@ type Node struct {
 	uf      *grpc.ClientConn
 	ufSrv   *grpc.Server
 	sdkSrv  *sdk.Server // in-process entities: their sessions are called directly
-	cat     *Catalog
+	cat     *catalog.Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
 	peerSrv *grpc.Server
@@ -159,7 +160,7 @@ func (n *Node) PeerAddr() string {
 }
 
 // Catalog returns the services discovered from the user function (nil before Start).
-func (n *Node) Catalog() *Catalog { return n.cat }
+func (n *Node) Catalog() *catalog.Catalog { return n.cat }
 
 // Start discovers the user function, ensures the app's topics, serves gRPC and joins the group.
 // It returns once the node serves; partitions are acquired in the background.
@@ -179,7 +180,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.connectUserFunction(); err != nil {
 		return err
 	}
-	cat, _, err := Discover(ctx, n.uf, DiscoverOptions{
+	cat, _, err := catalog.Discover(ctx, n.uf, catalog.DiscoverOptions{
 		ProxyName:            "kstate",
 		ProxyVersion:         Version,
 		AllowVersionMismatch: n.cfg.AllowProtocolMismatch,
@@ -276,11 +277,11 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	bc := &n.cfg.Broker
 	for _, s := range n.cat.Services() {
 		switch s.Kind {
-		case EventSourced:
+		case catalog.EventSourced:
 			kinds[s.PersistenceID] = broker.EventSourced
 			n.topics[bc.EventsTopic(s.PersistenceID)] = topicRole{partition.Events, s.PersistenceID}
 			n.topics[bc.SnapshotsTopic(s.PersistenceID)] = topicRole{partition.Snapshots, s.PersistenceID}
-		case Value:
+		case catalog.Value:
 			kinds[s.PersistenceID] = broker.Value
 			n.topics[bc.StateTopic(s.PersistenceID)] = topicRole{partition.State, s.PersistenceID}
 		}
@@ -525,7 +526,7 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 		for {
 			select {
 			case r := <-o.in:
-				r.finish(result{err: ErrNotOwner})
+				r.finish(result{err: catalog.ErrNotOwner})
 				continue
 			default:
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/partition"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/processor/internal/core"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
@@ -24,7 +25,7 @@ import (
 // request is one command for an entity of a partition this node owns.
 type request struct {
 	ctx      context.Context
-	method   *Method
+	method   *catalog.Method
 	entityID string
 	payload  []byte
 	md       *cloudstatepb.Metadata
@@ -138,7 +139,7 @@ func (o *owner) submit(r *request) error {
 	case o.in <- r:
 		return nil
 	default:
-		return fmt.Errorf("partition %d has %d commands waiting: %w", o.p, cap(o.in), ErrOverloaded)
+		return fmt.Errorf("partition %d has %d commands waiting: %w", o.p, cap(o.in), catalog.ErrOverloaded)
 	}
 }
 
@@ -355,7 +356,7 @@ func (o *owner) run() {
 		if rd.Stopped {
 			o.stopErr = rd.GiveUp
 			if o.stopErr == nil {
-				o.stopErr = ErrNotOwner
+				o.stopErr = catalog.ErrNotOwner
 			} else {
 				o.log.Warn("giving up partition", "error", o.stopErr)
 			}
@@ -496,7 +497,7 @@ func (o *owner) persist(r *request, recs []broker.Record) error {
 	select {
 	case o.writes <- w:
 	case <-o.ctx.Done():
-		return ErrNotOwner
+		return catalog.ErrNotOwner
 	}
 	// Wait for the outcome even if the caller gave up: the entity must know whether its events
 	// are durable before it takes another command. The partition answers every write it took.
@@ -562,17 +563,17 @@ func fromCore(err error) error {
 	case errors.Is(err, core.ErrExpired):
 		return fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
 	case errors.Is(err, core.ErrRecordTooLarge):
-		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		return fmt.Errorf("%w: %v", catalog.ErrInvalidArgument, err)
 	case errors.Is(err, core.ErrInvalidRecord):
 		return status.Errorf(codes.Internal, "user function protocol error: its reply would write a record restore rejects: %v", err)
 	case errors.Is(err, core.ErrFenced):
 		// The coordinator aborted the transaction when the new owner fenced us: nothing of it
 		// is durable, and the new owner may run it.
-		return fmt.Errorf("%w: %v", ErrNotOwner, err)
+		return fmt.Errorf("%w: %v", catalog.ErrNotOwner, err)
 	case errors.Is(err, core.ErrAborted):
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", catalog.ErrUnavailable, err)
 	case errors.Is(err, core.ErrOutcomeUnknown):
-		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+		return fmt.Errorf("%w: %v", catalog.ErrOutcomeUnknown, err)
 	}
 	return err
 }
