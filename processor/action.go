@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
@@ -53,7 +54,7 @@ func (n *Node) actionResult(ctx context.Context, m *catalog.Method, resp *action
 }
 
 // streamAction serves the three streamed shapes of an action method.
-func (n *Node) streamAction(m *catalog.Method, s CommandStream) error {
+func (n *Node) streamAction(m *catalog.Method, s frontdoor.CommandStream) error {
 	ctx := s.Context()
 	first := &actionpb.ActionCommand{ServiceName: m.Service.Name, Name: m.Name, Metadata: s.Metadata()}
 	toAny := func(p []byte) *anypb.Any { return &anypb.Any{TypeUrl: catalog.TypeURL(m.Input), Value: p} }

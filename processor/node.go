@@ -30,6 +30,7 @@ import (
 	"github.com/kstatehq/kstate/internal/logging"
 	"github.com/kstatehq/kstate/partition"
 	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
@@ -86,7 +87,7 @@ type Node struct {
 	srv     *grpc.Server
 	peerSrv *grpc.Server
 	peerLis net.Listener
-	split   *splitListener
+	split   *frontdoor.SplitListener
 	httpSrv *http.Server
 	health  *health.Server
 	group   *broker.Group
@@ -327,14 +328,14 @@ func (n *Node) serve() error {
 		_, real, _ := net.SplitHostPort(n.peerLis.Addr().String())
 		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
 	}
-	lim := Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
-	ing := NewIngress(n.cat, n, lim)
-	n.conns.opts = peerDialOptions(ing.lim)
+	lim := frontdoor.Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
+	ing := frontdoor.NewIngress(n.cat, n, lim)
+	n.conns.opts = peerDialOptions(ing.Limits())
 	// Node-to-node forwarding has its own listener and server, never the public port: a client
 	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.
 	n.peerSrv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(ing.lim.MaxRecvBytes+forwardOverhead),
-		grpc.MaxSendMsgSize(ing.lim.MaxSendBytes+forwardOverhead),
+		grpc.MaxRecvMsgSize(ing.Limits().MaxRecvBytes+frontdoor.ForwardOverhead),
+		grpc.MaxSendMsgSize(ing.Limits().MaxSendBytes+frontdoor.ForwardOverhead),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	kstatev1.RegisterNodeServer(n.peerSrv, &nodeService{n: n})
 	n.wg.Add(1)
@@ -348,21 +349,21 @@ func (n *Node) serve() error {
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
-	RegisterReflection(n.srv, n.cat)
-	front, err := NewHTTPHandler(n.cat, n.srv, n.log.Named("http"))
+	frontdoor.RegisterReflection(n.srv, n.cat)
+	front, err := frontdoor.NewHTTPHandler(n.cat, n.srv, n.log.Named("http"))
 	if err != nil {
 		return fmt.Errorf("HTTP/JSON front door: %w", err)
 	}
 	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door.
-	n.split = newSplitListener(n.lis)
+	n.split = frontdoor.NewSplitListener(n.lis)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.srv.Serve(n.split.h2); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+		if err := n.srv.Serve(n.split.GRPC()); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Error("gRPC server stopped", "error", err)
 		}
 	}()
-	n.httpSrv = ServeMux(n.split.h1, front)
+	n.httpSrv = frontdoor.ServeMux(n.split.HTTP(), front)
 	return nil
 }
 
@@ -419,7 +420,7 @@ func (n *Node) close() error {
 		_ = n.peerLis.Close()
 	}
 	if n.split != nil {
-		n.split.wg.Wait()
+		n.split.Wait()
 	}
 	n.cancel()
 	if n.ufSrv != nil {
@@ -706,12 +707,12 @@ func (c *connPool) closeAll() {
 // peerDialOptions sizes peer connections from the node's own limits (a forwarded call must not
 // fail where a local one succeeds) and pings idle connections, so a paused owner is noticed in
 // seconds rather than eating the caller's whole deadline.
-func peerDialOptions(lim Limits) []grpc.DialOption {
+func peerDialOptions(lim frontdoor.Limits) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(
-			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+forwardOverhead),
-			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+forwardOverhead)),
+			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+frontdoor.ForwardOverhead),
+			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+frontdoor.ForwardOverhead)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }

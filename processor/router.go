@@ -14,6 +14,7 @@ import (
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -33,7 +34,7 @@ func (n *Node) Unary(ctx context.Context, m *catalog.Method, entityID string, pa
 
 // Stream implements Dispatcher for streamed methods. Actions support all streamed shapes; entity
 // kinds that stream (CRDTs) arrive with their own issue.
-func (n *Node) Stream(ctx context.Context, m *catalog.Method, s CommandStream) error {
+func (n *Node) Stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
 	if m.Service.Kind != catalog.Action {
 		return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities yet", m.FullName, m.Service.Kind)
 	}
@@ -212,9 +213,9 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	if k := m.Service.Kind; k != catalog.EventSourced && k != catalog.Value {
 		return nil, status.Errorf(codes.InvalidArgument, "method %s is a %s method; only event-sourced and value entity commands are forwarded between nodes", m.FullName, k)
 	}
-	id, err := extractEntityID(m, req.GetPayload(), DefaultMaxEntityIDBytes)
+	id, err := frontdoor.ExtractEntityID(m, req.GetPayload(), frontdoor.DefaultMaxEntityIDBytes)
 	if err != nil {
-		return nil, ToStatus(err)
+		return nil, frontdoor.ToStatus(err)
 	}
 	if id != req.GetEntityId() {
 		return nil, status.Errorf(codes.InvalidArgument, "entity_id %q does not match the entity key %q of the payload", req.GetEntityId(), id)
@@ -235,7 +236,7 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	}
 	_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeRan))
 	if res.err != nil {
-		return nil, ToStatus(res.err)
+		return nil, frontdoor.ToStatus(res.err)
 	}
 	return &kstatev1.ForwardResponse{Payload: res.payload, Metadata: res.md}, nil
 }
@@ -341,7 +342,7 @@ func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payl
 	if want := catalog.TypeURL(m.Input); typeURL != "" && !sameType(typeURL, want) {
 		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s carries %s, want %s", m.FullName, typeURL, want)
 	}
-	id, err := extractEntityID(m, payload, DefaultMaxEntityIDBytes)
+	id, err := frontdoor.ExtractEntityID(m, payload, frontdoor.DefaultMaxEntityIDBytes)
 	if err != nil {
 		// The user function named a target it cannot address (a malformed payload, empty key
 		// fields): a protocol error of the function, never a command that reaches a journal.

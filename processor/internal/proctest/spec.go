@@ -169,3 +169,31 @@ func UserSpec(t testing.TB, entityType, pid string, files ...*descriptorpb.FileD
 		Entities: []*cloudstatepb.Entity{{EntityType: entityType, ServiceName: files[0].GetPackage() + ".Svc", PersistenceId: pid}},
 	}
 }
+
+// DescriptorSet returns roots and their transitive imports, dependencies first, followed by
+// the extra hand-built files, as a serialized FileDescriptorSet (Cloudstate's EntitySpec.proto).
+func DescriptorSet(roots []protoreflect.FileDescriptor, extra ...*descriptorpb.FileDescriptorProto) []byte {
+	set := &descriptorpb.FileDescriptorSet{}
+	seen := map[string]bool{}
+	var walk func(protoreflect.FileDescriptor)
+	walk = func(f protoreflect.FileDescriptor) {
+		if seen[f.Path()] {
+			return
+		}
+		seen[f.Path()] = true
+		imps := f.Imports()
+		for i := 0; i < imps.Len(); i++ {
+			walk(imps.Get(i).FileDescriptor)
+		}
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
+	}
+	for _, f := range roots {
+		walk(f)
+	}
+	set.File = append(set.File, extra...)
+	b, err := proto.Marshal(set)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

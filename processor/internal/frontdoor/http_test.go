@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"bufio"
@@ -26,7 +26,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -34,36 +33,9 @@ import (
 
 	"github.com/kstatehq/kstate/internal/testpb"
 	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
-
-// descriptorSet returns roots and their transitive imports, dependencies first, followed by
-// the extra hand-built files, as a serialized FileDescriptorSet (Cloudstate's EntitySpec.proto).
-func descriptorSet(roots []protoreflect.FileDescriptor, extra ...*descriptorpb.FileDescriptorProto) []byte {
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var walk func(protoreflect.FileDescriptor)
-	walk = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		imps := f.Imports()
-		for i := 0; i < imps.Len(); i++ {
-			walk(imps.Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
-	}
-	for _, f := range roots {
-		walk(f)
-	}
-	set.File = append(set.File, extra...)
-	b, err := proto.Marshal(set)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // httpField returns a field descriptor proto; key marks it (cloudstate.entity_key).
 func httpField(name string, num int32, typ descriptorpb.FieldDescriptorProto_Type, typeName string, repeated, key bool) *descriptorpb.FieldDescriptorProto {
@@ -205,7 +177,7 @@ func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *
 	t.Helper()
 	files := append([]*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile()}, extra...)
 	spec := &cloudstatepb.EntitySpec{
-		Proto: descriptorSet([]protoreflect.FileDescriptor{
+		Proto: proctest.DescriptorSet([]protoreflect.FileDescriptor{
 			testpb.File_testpb_test_proto, cloudstatepb.File_cloudstate_entity_key_proto,
 			annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
@@ -400,7 +372,7 @@ func startHTTPTest(t *testing.T, opts ...func(*httpHandler)) *httpTestServer {
 	ing := NewIngress(cat, d, Limits{})
 	gs := grpc.NewServer(ing.ServerOptions()...)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
-	h, err := NewHTTPHandler(cat, gs, testLogger(t))
+	h, err := NewHTTPHandler(cat, gs, proctest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"net/http"
@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -44,7 +45,7 @@ func TestNewHTTPHandlerRejects(t *testing.T) {
 	}
 	files := []*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile(), bad}
 	spec := &cloudstatepb.EntitySpec{
-		Proto: descriptorSet([]protoreflect.FileDescriptor{
+		Proto: proctest.DescriptorSet([]protoreflect.FileDescriptor{
 			cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
 		Entities: []*cloudstatepb.Entity{{EntityType: catalog.ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
@@ -78,7 +79,7 @@ func TestTranscodingFilesUnknownOption(t *testing.T) {
 	fdp := httpCounterFile()
 	fdp.Service[0].Method[0].Options = opts
 	var set descriptorpb.FileDescriptorSet
-	if err := proto.Unmarshal(descriptorSet([]protoreflect.FileDescriptor{
+	if err := proto.Unmarshal(proctest.DescriptorSet([]protoreflect.FileDescriptor{
 		cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto,
 	}, fdp), &set); err != nil {
 		t.Fatal(err)

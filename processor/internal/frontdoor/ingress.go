@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"context"
@@ -149,9 +149,9 @@ func (in *Ingress) Catalog() *catalog.Catalog { return in.cat.Load() }
 // Limits returns the effective limits.
 func (in *Ingress) Limits() Limits { return in.lim }
 
-// forwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
+// ForwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
 // method and entity names, and the client's metadata.
-const forwardOverhead = 256 << 10
+const ForwardOverhead = 256 << 10
 
 // ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
 // (forced, so user messages stay bytes while registered services keep working), the message size,
@@ -275,13 +275,13 @@ func (in *Ingress) serve(ss grpc.ServerStream) error {
 
 // entityID checks a request payload against the method's input type and returns its entity id.
 func (in *Ingress) entityID(m *catalog.Method, payload []byte) (string, error) {
-	return extractEntityID(m, payload, in.lim.MaxEntityIDBytes)
+	return ExtractEntityID(m, payload, in.lim.MaxEntityIDBytes)
 }
 
-// extractEntityID is the one entity-id check of every entry — client ingress, node-to-node
+// ExtractEntityID is the one entity-id check of every entry — client ingress, node-to-node
 // Forward, forward and side-effect targets: the payload decodes as the method's input, and a keyed
 // kind's id is non-empty, valid UTF-8 and at most maxLen bytes.
-func extractEntityID(m *catalog.Method, payload []byte, maxLen int) (string, error) {
+func ExtractEntityID(m *catalog.Method, payload []byte, maxLen int) (string, error) {
 	id, err := m.ExtractEntityID(payload)
 	if err != nil {
 		return "", err
