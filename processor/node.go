@@ -160,8 +160,28 @@ func (n *Node) PeerAddr() string {
 	return n.peerLis.Addr().String()
 }
 
-// Catalog returns the services discovered from the user function (nil before Start).
-func (n *Node) Catalog() *catalog.Catalog { return n.cat }
+// Service describes one service a node serves, as discovered from the user function.
+type Service struct {
+	// Name is the service's full name, e.g. "shop.v1.ShoppingCart".
+	Name string
+	// Kind is the entity kind serving it: "event-sourced", "value", "crdt" or "action".
+	Kind string
+	// PersistenceID names the entity's stored state (and its Kafka topics); "" for actions.
+	PersistenceID string
+}
+
+// Services returns the services discovered from the user function, sorted by name (nil before
+// Start).
+func (n *Node) Services() []Service {
+	if n.cat == nil {
+		return nil
+	}
+	var out []Service
+	for _, s := range n.cat.Services() {
+		out = append(out, Service{Name: s.Name, Kind: s.Kind.String(), PersistenceID: s.PersistenceID})
+	}
+	return out
+}
 
 // Start discovers the user function, ensures the app's topics, serves gRPC and joins the group.
 // It returns once the node serves; partitions are acquired in the background.
@@ -329,7 +349,7 @@ func (n *Node) serve() error {
 		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
 	}
 	lim := frontdoor.Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
-	ing := frontdoor.NewIngress(n.cat, n, lim)
+	ing := frontdoor.NewIngress(n.cat, dispatcher{n}, lim)
 	n.conns.opts = peerDialOptions(ing.Limits())
 	// Node-to-node forwarding has its own listener and server, never the public port: a client
 	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.

@@ -26,15 +26,31 @@ const defaultRouteTimeout = 30 * time.Second
 // not own; the forwarding node then looks the owner up again and retries.
 const notOwnerMsg = "kstate: not the owner of partition"
 
-// Unary implements Dispatcher: it runs a unary command wherever its entity lives.
-func (n *Node) Unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+// dispatcher is the Node as the front door's frontdoor.Dispatcher, so that Node itself exports no
+// dispatch methods over the internal catalog's types.
+type dispatcher struct{ n *Node }
+
+var _ frontdoor.Dispatcher = dispatcher{}
+
+// Unary runs a unary command wherever its entity lives.
+func (d dispatcher) Unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+	return d.n.unary(ctx, m, entityID, payload, md)
+}
+
+// Stream runs a streamed call (see Node.stream).
+func (d dispatcher) Stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
+	return d.n.stream(ctx, m, s)
+}
+
+// unary runs a unary command wherever its entity lives.
+func (n *Node) unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
 	res := n.invoke(ctx, m, entityID, payload, md)
 	return res.payload, res.md, res.err
 }
 
-// Stream implements Dispatcher for streamed methods. Actions support all streamed shapes; entity
-// kinds that stream (CRDTs) arrive with their own issue.
-func (n *Node) Stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
+// stream runs a streamed call. Actions support all streamed shapes; entity kinds that stream
+// (CRDTs) arrive with their own issue.
+func (n *Node) stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
 	if m.Service.Kind != catalog.Action {
 		return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities yet", m.FullName, m.Service.Kind)
 	}
