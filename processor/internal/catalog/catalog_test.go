@@ -20,10 +20,10 @@ import (
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
-// ctCatalog builds the catalog of proctest.TestSpec.
+// ctCatalog builds the catalog of proctest.Spec.
 func ctCatalog(t testing.TB) *Catalog {
 	t.Helper()
-	cat, err := BuildCatalog(proctest.TestSpec(t))
+	cat, err := BuildCatalog(proctest.Spec(t))
 	if err != nil {
 		t.Fatalf("BuildCatalog: %v", err)
 	}

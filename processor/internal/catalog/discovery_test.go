@@ -108,7 +108,7 @@ func dsServe(t *testing.T, uf *dsUF) *bufconn.Listener {
 }
 
 func TestDiscoverHandshake(t *testing.T) {
-	uf := &dsUF{spec: proctest.TestSpec(t)}
+	uf := &dsUF{spec: proctest.Spec(t)}
 	conn := dsDial(t, dsServe(t, uf), true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -144,7 +144,7 @@ func TestDiscoverHandshake(t *testing.T) {
 }
 
 func TestDiscoverReportsSpecErrors(t *testing.T) {
-	spec := proctest.TestSpec(t)
+	spec := proctest.Spec(t)
 	spec.Entities = append(spec.Entities,
 		proctest.Entity(ProtocolValue, proctest.Keyless, "kv", 0),
 		proctest.Entity(ProtocolEventSourced, proctest.Pkg+"Missing", "x", 0))
@@ -185,7 +185,7 @@ func TestDiscoverProtocolVersion(t *testing.T) {
 		{1, 0, true, true},
 		{0, 3, true, true},
 	} {
-		spec := proctest.TestSpec(t)
+		spec := proctest.Spec(t)
 		spec.ServiceInfo = &cloudstatepb.ServiceInfo{
 			SupportLibraryName: "lib", SupportLibraryVersion: "9",
 			ProtocolMajorVersion: tc.major, ProtocolMinorVersion: tc.minor,
@@ -215,7 +215,7 @@ func TestDiscoverProtocolVersion(t *testing.T) {
 }
 
 func TestDiscoverWaitsForUserFunction(t *testing.T) {
-	uf := &dsUF{spec: proctest.TestSpec(t)}
+	uf := &dsUF{spec: proctest.Spec(t)}
 	conn := dsDial(t, dsServe(t, uf), false)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -287,7 +287,7 @@ func TestDiscoverFailsFastOnOtherErrors(t *testing.T) {
 }
 
 func TestReportError(t *testing.T) {
-	uf := &dsUF{spec: proctest.TestSpec(t)}
+	uf := &dsUF{spec: proctest.Spec(t)}
 	conn := dsDial(t, dsServe(t, uf), true)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -52,10 +52,10 @@ type igDispatcher struct {
 	stream   func(ctx context.Context, m *catalog.Method, s CommandStream) error
 }
 
-// ctCatalog builds the catalog of proctest.TestSpec.
+// ctCatalog builds the catalog of proctest.Spec.
 func ctCatalog(t testing.TB) *catalog.Catalog {
 	t.Helper()
-	cat, err := catalog.BuildCatalog(proctest.TestSpec(t))
+	cat, err := catalog.BuildCatalog(proctest.Spec(t))
 	if err != nil {
 		t.Fatalf("BuildCatalog: %v", err)
 	}
@@ -519,7 +519,7 @@ func TestIngressSharesServerAndSwapsCatalog(t *testing.T) {
 	}
 
 	// A new catalog without the value entity: its calls become Unimplemented.
-	spec := proctest.TestSpec(t)
+	spec := proctest.Spec(t)
 	spec.Entities = spec.Entities[:2]
 	cat2, err := catalog.BuildCatalog(spec)
 	if err != nil {

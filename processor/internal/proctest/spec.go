@@ -67,8 +67,8 @@ func Entity(entityType, service, pid string, passivation time.Duration) *cloudst
 	return e
 }
 
-// TestSpec is a valid spec over the test protos, one entity per kind.
-func TestSpec(t testing.TB) *cloudstatepb.EntitySpec {
+// Spec is a valid spec over the test protos, one entity per kind.
+func Spec(t testing.TB) *cloudstatepb.EntitySpec {
 	return &cloudstatepb.EntitySpec{
 		Proto: FileSet(t, testpb.File_testpb_test_proto),
 		Entities: []*cloudstatepb.Entity{
