@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
@@ -22,11 +24,11 @@ func (n *Node) actionClient() actionpb.ActionProtocolClient {
 }
 
 // unaryAction runs ActionProtocol.handleUnary and turns its response into the caller's result.
-func (n *Node) unaryAction(ctx context.Context, m *Method, payload []byte, md *cloudstatepb.Metadata) result {
+func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byte, md *cloudstatepb.Metadata) result {
 	resp, err := n.actionClient().HandleUnary(ctx, &actionpb.ActionCommand{
 		ServiceName: m.Service.Name,
 		Name:        m.Name,
-		Payload:     &anypb.Any{TypeUrl: TypeURL(m.Input), Value: payload},
+		Payload:     &anypb.Any{TypeUrl: catalog.TypeURL(m.Input), Value: payload},
 		Metadata:    md,
 	})
 	if err != nil {
@@ -37,30 +39,30 @@ func (n *Node) unaryAction(ctx context.Context, m *Method, payload []byte, md *c
 
 // actionResult runs an ActionResponse's side effects (also after a failure), then yields its
 // reply, the forward target's reply, its failure, or ErrNoReply.
-func (n *Node) actionResult(ctx context.Context, m *Method, resp *actionpb.ActionResponse) result {
+func (n *Node) actionResult(ctx context.Context, m *catalog.Method, resp *actionpb.ActionResponse) result {
 	n.sideEffects(ctx, resp.GetSideEffects())
 	switch r := resp.GetResponse().(type) {
 	case *actionpb.ActionResponse_Failure:
-		return result{err: &CommandFailure{Description: r.Failure.GetDescription()}}
+		return result{err: &catalog.CommandFailure{Description: r.Failure.GetDescription()}}
 	case *actionpb.ActionResponse_Forward:
 		return n.forward(ctx, r.Forward)
 	case *actionpb.ActionResponse_Reply:
 		return n.replyResult(m, &cloudstatepb.ClientAction{Action: &cloudstatepb.ClientAction_Reply{Reply: r.Reply}})
 	default:
-		return result{err: ErrNoReply}
+		return result{err: catalog.ErrNoReply}
 	}
 }
 
 // streamAction serves the three streamed shapes of an action method.
-func (n *Node) streamAction(m *Method, s CommandStream) error {
+func (n *Node) streamAction(m *catalog.Method, s frontdoor.CommandStream) error {
 	ctx := s.Context()
 	first := &actionpb.ActionCommand{ServiceName: m.Service.Name, Name: m.Name, Metadata: s.Metadata()}
-	toAny := func(p []byte) *anypb.Any { return &anypb.Any{TypeUrl: TypeURL(m.Input), Value: p} }
+	toAny := func(p []byte) *anypb.Any { return &anypb.Any{TypeUrl: catalog.TypeURL(m.Input), Value: p} }
 	// emit sends one response to the client: a reply or a forward's reply; a failure ends the call.
 	emit := func(resp *actionpb.ActionResponse) error {
 		res := n.actionResult(ctx, m, resp)
 		switch {
-		case errors.Is(res.err, ErrNoReply):
+		case errors.Is(res.err, catalog.ErrNoReply):
 			return nil // no stream element
 		case res.err != nil:
 			return res.err
@@ -97,8 +99,8 @@ func (n *Node) streamAction(m *Method, s CommandStream) error {
 			return userFunctionErr(err)
 		}
 		res := n.actionResult(ctx, m, resp)
-		if errors.Is(res.err, ErrNoReply) {
-			return ErrNoReply
+		if errors.Is(res.err, catalog.ErrNoReply) {
+			return catalog.ErrNoReply
 		}
 		if res.err != nil {
 			return res.err
@@ -186,5 +188,5 @@ func userFunctionErr(err error) error {
 	case codes.Canceled, codes.DeadlineExceeded:
 		return err
 	}
-	return fmt.Errorf("%w: user function: %v", ErrUnavailable, err)
+	return fmt.Errorf("%w: user function: %v", catalog.ErrUnavailable, err)
 }

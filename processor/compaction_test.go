@@ -18,6 +18,7 @@ import (
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 )
 
@@ -102,7 +103,7 @@ func (in *imageNode) start(t *testing.T, brokers []string, ns, app, ufAddr strin
 	cfg.Broker.Namespace = ns
 	cfg.Broker.App = app
 	cfg.Broker.Partitions = 4
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: lvl, Output: io.MultiWriter(testWriter{t}, in.logs)})
+	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: lvl, Output: io.MultiWriter(proctest.LogWriter(t), in.logs)})
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 	"github.com/kstatehq/kstate/internal/testpb"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
@@ -182,7 +183,7 @@ func TestDuplicatePersistenceIDIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err = n.Start(ctx)
-	if !errors.Is(err, ErrInvalidSpec) || !strings.Contains(err.Error(), `persistence_id "shared" is already used`) {
+	if !errors.Is(err, catalog.ErrInvalidSpec) || !strings.Contains(err.Error(), `persistence_id "shared" is already used`) {
 		t.Fatalf("Start: %v, want a spec error naming the shared persistence id", err)
 	}
 	select {

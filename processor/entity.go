@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
@@ -26,7 +27,7 @@ import (
 type entity struct {
 	o   *owner
 	key entityKey
-	svc *Service
+	svc *catalog.Service
 	log hclog.Logger
 	in  chan *request // capacity 1: the core never dispatches a second command before Done
 	drv driver
@@ -39,7 +40,7 @@ type driver interface {
 	close()
 }
 
-func (o *owner) newEntity(k entityKey, svc *Service) *entity {
+func (o *owner) newEntity(k entityKey, svc *catalog.Service) *entity {
 	e := &entity{
 		o:   o,
 		key: k,
@@ -48,7 +49,7 @@ func (o *owner) newEntity(k entityKey, svc *Service) *entity {
 		in:  make(chan *request, 1),
 	}
 	switch svc.Kind {
-	case Value:
+	case catalog.Value:
 		e.drv = &valueDriver{e: e}
 	default:
 		e.drv = &esDriver{e: e}
@@ -181,7 +182,7 @@ func (d *esDriver) handle(r *request) error {
 		fresh := d.stream == nil
 		if fresh {
 			if err := d.activate(r); err != nil {
-				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, d.e.key.Service, d.e.key.ID, err)})
+				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", catalog.ErrUnavailable, d.e.key.Service, d.e.key.ID, err)})
 				return err
 			}
 		}
@@ -205,7 +206,7 @@ func (d *esDriver) handle(r *request) error {
 		switch m := out.Message.(type) {
 		case *eventsourcedpb.EventSourcedStreamOut_Failure:
 			// A stream-level failure crashes the entity (PROTOCOL.md "Failures").
-			r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
+			r.finish(result{err: &catalog.CommandFailure{Description: m.Failure.GetDescription()}})
 			return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
 		case *eventsourcedpb.EventSourcedStreamOut_Reply:
 			return d.reply(r, id, m.Reply)
@@ -221,7 +222,7 @@ func (e *entity) command(r *request, id int64) *cloudstatepb.Command {
 		EntityId: e.key.ID,
 		Id:       id,
 		Name:     r.method.Name,
-		Payload:  &anypb.Any{TypeUrl: TypeURL(r.method.Input), Value: r.payload},
+		Payload:  &anypb.Any{TypeUrl: catalog.TypeURL(r.method.Input), Value: r.payload},
 		Metadata: r.md,
 	}
 }
@@ -240,7 +241,7 @@ func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedR
 	}
 	if f := rep.GetClientAction().GetFailure(); f != nil {
 		// A failed command's events and side effects are dropped.
-		r.finish(result{err: &CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
+		r.finish(result{err: &catalog.CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
 			// Close and reopen at once, as Cloudstate's proxy does: the user function sees init
 			// and the persisted events only.

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kstatehq/kstate/internal/testpb"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
@@ -101,7 +102,7 @@ func startFakeUF(t *testing.T, entities ...*cloudstatepb.Entity) *fakeUF {
 	t.Helper()
 	uf := &fakeUF{
 		spec: &cloudstatepb.EntitySpec{
-			Proto:    descriptorSet([]protoreflect.FileDescriptor{testpb.File_testpb_test_proto}),
+			Proto:    proctest.DescriptorSet([]protoreflect.FileDescriptor{testpb.File_testpb_test_proto}),
 			Entities: entities,
 			ServiceInfo: &cloudstatepb.ServiceInfo{
 				ServiceName: "fake", SupportLibraryName: "kstate-test",

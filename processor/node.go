@@ -29,6 +29,8 @@ import (
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/internal/logging"
 	"github.com/kstatehq/kstate/partition"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
@@ -81,12 +83,12 @@ type Node struct {
 	uf      *grpc.ClientConn
 	ufSrv   *grpc.Server
 	sdkSrv  *sdk.Server // in-process entities: their sessions are called directly
-	cat     *Catalog
+	cat     *catalog.Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
 	peerSrv *grpc.Server
 	peerLis net.Listener
-	split   *splitListener
+	split   *frontdoor.SplitListener
 	httpSrv *http.Server
 	health  *health.Server
 	group   *broker.Group
@@ -159,8 +161,28 @@ func (n *Node) PeerAddr() string {
 	return n.peerLis.Addr().String()
 }
 
-// Catalog returns the services discovered from the user function (nil before Start).
-func (n *Node) Catalog() *Catalog { return n.cat }
+// Service describes one service a node serves, as discovered from the user function.
+type Service struct {
+	// Name is the service's full name, e.g. "shop.v1.ShoppingCart".
+	Name string
+	// Kind is the entity kind serving it: "event-sourced", "value", "crdt" or "action".
+	Kind string
+	// PersistenceID names the entity's stored state (and its Kafka topics); "" for actions.
+	PersistenceID string
+}
+
+// Services returns the services discovered from the user function, sorted by name (nil before
+// Start).
+func (n *Node) Services() []Service {
+	if n.cat == nil {
+		return nil
+	}
+	var out []Service
+	for _, s := range n.cat.Services() {
+		out = append(out, Service{Name: s.Name, Kind: s.Kind.String(), PersistenceID: s.PersistenceID})
+	}
+	return out
+}
 
 // Start discovers the user function, ensures the app's topics, serves gRPC and joins the group.
 // It returns once the node serves; partitions are acquired in the background.
@@ -180,7 +202,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.connectUserFunction(); err != nil {
 		return err
 	}
-	cat, _, err := Discover(ctx, n.uf, DiscoverOptions{
+	cat, _, err := catalog.Discover(ctx, n.uf, catalog.DiscoverOptions{
 		ProxyName:            "kstate",
 		ProxyVersion:         Version,
 		AllowVersionMismatch: n.cfg.AllowProtocolMismatch,
@@ -277,11 +299,11 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	bc := &n.cfg.Broker
 	for _, s := range n.cat.Services() {
 		switch s.Kind {
-		case EventSourced:
+		case catalog.EventSourced:
 			kinds[s.PersistenceID] = broker.EventSourced
 			n.topics[bc.EventsTopic(s.PersistenceID)] = topicRole{partition.Events, s.PersistenceID}
 			n.topics[bc.SnapshotsTopic(s.PersistenceID)] = topicRole{partition.Snapshots, s.PersistenceID}
-		case Value:
+		case catalog.Value:
 			kinds[s.PersistenceID] = broker.Value
 			n.topics[bc.StateTopic(s.PersistenceID)] = topicRole{partition.State, s.PersistenceID}
 		}
@@ -327,14 +349,14 @@ func (n *Node) serve() error {
 		_, real, _ := net.SplitHostPort(n.peerLis.Addr().String())
 		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
 	}
-	lim := Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
-	ing := NewIngress(n.cat, n, lim)
-	n.conns.opts = peerDialOptions(ing.lim)
+	lim := frontdoor.Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
+	ing := frontdoor.NewIngress(n.cat, dispatcher{n}, lim)
+	n.conns.opts = peerDialOptions(ing.Limits())
 	// Node-to-node forwarding has its own listener and server, never the public port: a client
 	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.
 	n.peerSrv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(ing.lim.MaxRecvBytes+forwardOverhead),
-		grpc.MaxSendMsgSize(ing.lim.MaxSendBytes+forwardOverhead),
+		grpc.MaxRecvMsgSize(ing.Limits().MaxRecvBytes+frontdoor.ForwardOverhead),
+		grpc.MaxSendMsgSize(ing.Limits().MaxSendBytes+frontdoor.ForwardOverhead),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	kstatev1.RegisterNodeServer(n.peerSrv, &nodeService{n: n})
 	n.wg.Add(1)
@@ -348,21 +370,21 @@ func (n *Node) serve() error {
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
-	RegisterReflection(n.srv, n.cat)
-	front, err := NewHTTPHandler(n.cat, n.srv, n.log.Named("http"))
+	frontdoor.RegisterReflection(n.srv, n.cat)
+	front, err := frontdoor.NewHTTPHandler(n.cat, n.srv, n.log.Named("http"))
 	if err != nil {
 		return fmt.Errorf("HTTP/JSON front door: %w", err)
 	}
 	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door.
-	n.split = newSplitListener(n.lis)
+	n.split = frontdoor.NewSplitListener(n.lis)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.srv.Serve(n.split.h2); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+		if err := n.srv.Serve(n.split.GRPC()); err != nil && n.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 			n.log.Error("gRPC server stopped", "error", err)
 		}
 	}()
-	n.httpSrv = ServeMux(n.split.h1, front)
+	n.httpSrv = frontdoor.ServeMux(n.split.HTTP(), front)
 	return nil
 }
 
@@ -419,7 +441,7 @@ func (n *Node) close() error {
 		_ = n.peerLis.Close()
 	}
 	if n.split != nil {
-		n.split.wg.Wait()
+		n.split.Wait()
 	}
 	n.cancel()
 	if n.ufSrv != nil {
@@ -526,7 +548,7 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 		for {
 			select {
 			case r := <-o.in:
-				r.finish(result{err: ErrNotOwner})
+				r.finish(result{err: catalog.ErrNotOwner})
 				continue
 			default:
 			}
@@ -706,12 +728,12 @@ func (c *connPool) closeAll() {
 // peerDialOptions sizes peer connections from the node's own limits (a forwarded call must not
 // fail where a local one succeeds) and pings idle connections, so a paused owner is noticed in
 // seconds rather than eating the caller's whole deadline.
-func peerDialOptions(lim Limits) []grpc.DialOption {
+func peerDialOptions(lim frontdoor.Limits) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(
-			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+forwardOverhead),
-			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+forwardOverhead)),
+			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+frontdoor.ForwardOverhead),
+			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+frontdoor.ForwardOverhead)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }

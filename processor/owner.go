@@ -16,7 +16,8 @@ import (
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/partition"
-	"github.com/kstatehq/kstate/processor/core"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/core"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -24,7 +25,7 @@ import (
 // request is one command for an entity of a partition this node owns.
 type request struct {
 	ctx      context.Context
-	method   *Method
+	method   *catalog.Method
 	entityID string
 	payload  []byte
 	md       *cloudstatepb.Metadata
@@ -75,7 +76,7 @@ type commitOutcome struct {
 type entityKey = core.EntityKey
 
 // owner is the IO shell of one partition this node owns. One goroutine (run) owns the pure core
-// (processor/core), which decides everything: dispatch, queues, lease, batching, admission,
+// (processor/internal/core), which decides everything: dispatch, queues, lease, batching, admission,
 // draining, give-up. The shell only moves messages: requests and entity notes in, the core's
 // Ready out — start entity goroutines, hand them commands, run transactions on the committer
 // goroutine, answer. There are no locks on entity state.
@@ -138,7 +139,7 @@ func (o *owner) submit(r *request) error {
 	case o.in <- r:
 		return nil
 	default:
-		return fmt.Errorf("partition %d has %d commands waiting: %w", o.p, cap(o.in), ErrOverloaded)
+		return fmt.Errorf("partition %d has %d commands waiting: %w", o.p, cap(o.in), catalog.ErrOverloaded)
 	}
 }
 
@@ -356,7 +357,7 @@ func (o *owner) run() {
 		if rd.Stopped {
 			o.stopErr = rd.GiveUp
 			if o.stopErr == nil {
-				o.stopErr = ErrNotOwner
+				o.stopErr = catalog.ErrNotOwner
 			} else {
 				o.log.Warn("giving up partition", "error", o.stopErr)
 			}
@@ -499,7 +500,7 @@ func (o *owner) persist(r *request, recs []broker.Record) error {
 	select {
 	case o.writes <- w:
 	case <-o.ctx.Done():
-		return ErrNotOwner
+		return catalog.ErrNotOwner
 	}
 	// Wait for the outcome even if the caller gave up: the entity must know whether its events
 	// are durable before it takes another command. The partition answers every write it took.
@@ -565,17 +566,17 @@ func fromCore(err error) error {
 	case errors.Is(err, core.ErrExpired):
 		return fmt.Errorf("%w: %v", context.DeadlineExceeded, err)
 	case errors.Is(err, core.ErrRecordTooLarge):
-		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		return fmt.Errorf("%w: %v", catalog.ErrInvalidArgument, err)
 	case errors.Is(err, core.ErrInvalidRecord):
 		return status.Errorf(codes.Internal, "user function protocol error: its reply would write a record restore rejects: %v", err)
 	case errors.Is(err, core.ErrFenced):
 		// The coordinator aborted the transaction when the new owner fenced us: nothing of it
 		// is durable, and the new owner may run it.
-		return fmt.Errorf("%w: %v", ErrNotOwner, err)
+		return fmt.Errorf("%w: %v", catalog.ErrNotOwner, err)
 	case errors.Is(err, core.ErrAborted):
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %v", catalog.ErrUnavailable, err)
 	case errors.Is(err, core.ErrOutcomeUnknown):
-		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+		return fmt.Errorf("%w: %v", catalog.ErrOutcomeUnknown, err)
 	}
 	return err
 }

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -24,16 +26,32 @@ const defaultRouteTimeout = 30 * time.Second
 // not own; the forwarding node then looks the owner up again and retries.
 const notOwnerMsg = "kstate: not the owner of partition"
 
-// Unary implements Dispatcher: it runs a unary command wherever its entity lives.
-func (n *Node) Unary(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+// dispatcher is the Node as the front door's frontdoor.Dispatcher, so that Node itself exports no
+// dispatch methods over the internal catalog's types.
+type dispatcher struct{ n *Node }
+
+var _ frontdoor.Dispatcher = dispatcher{}
+
+// Unary runs a unary command wherever its entity lives.
+func (d dispatcher) Unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+	return d.n.unary(ctx, m, entityID, payload, md)
+}
+
+// Stream runs a streamed call (see Node.stream).
+func (d dispatcher) Stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
+	return d.n.stream(ctx, m, s)
+}
+
+// unary runs a unary command wherever its entity lives.
+func (n *Node) unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
 	res := n.invoke(ctx, m, entityID, payload, md)
 	return res.payload, res.md, res.err
 }
 
-// Stream implements Dispatcher for streamed methods. Actions support all streamed shapes; entity
-// kinds that stream (CRDTs) arrive with their own issue.
-func (n *Node) Stream(ctx context.Context, m *Method, s CommandStream) error {
-	if m.Service.Kind != Action {
+// stream runs a streamed call. Actions support all streamed shapes; entity kinds that stream
+// (CRDTs) arrive with their own issue.
+func (n *Node) stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
+	if m.Service.Kind != catalog.Action {
 		return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities yet", m.FullName, m.Service.Kind)
 	}
 	return n.streamAction(m, s)
@@ -41,7 +59,7 @@ func (n *Node) Stream(ctx context.Context, m *Method, s CommandStream) error {
 
 // invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
 // A stale owner map is refreshed and the command retried within the caller's deadline.
-func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
 	if _, ok := ctx.Deadline(); !ok {
 		// Every call to the user function has a deadline, also when the client set none.
 		var cancel context.CancelFunc
@@ -49,10 +67,10 @@ func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload [
 		defer cancel()
 	}
 	switch m.Service.Kind {
-	case Action:
+	case catalog.Action:
 		// Actions are stateless: served where the request lands.
 		return n.unaryAction(ctx, m, payload, md)
-	case CRDT:
+	case catalog.CRDT:
 		return result{err: status.Errorf(codes.Unimplemented, "service %s: CRDT entities are not supported yet", m.Service.Name)}
 	}
 	p := broker.Partition([]byte(entityID), n.cfg.Broker.Partitions)
@@ -72,7 +90,7 @@ func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload [
 			if lastErr == nil {
 				lastErr = ctx.Err()
 			}
-			return result{err: fmt.Errorf("%w: partition %d has no reachable owner: %v", ErrUnavailable, p, lastErr)}
+			return result{err: fmt.Errorf("%w: partition %d has no reachable owner: %v", catalog.ErrUnavailable, p, lastErr)}
 		case <-changed:
 		case <-t.C:
 		}
@@ -82,15 +100,15 @@ func (n *Node) invoke(ctx context.Context, m *Method, entityID string, payload [
 }
 
 // tryOnce makes one routing attempt; retry reports whether another attempt may succeed.
-func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) (result, bool) {
+func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) (result, bool) {
 	if o := n.localOwner(p); o != nil {
 		res := n.runLocal(ctx, o, m, entityID, payload, md)
-		return res, errors.Is(res.err, ErrNotOwner)
+		return res, errors.Is(res.err, catalog.ErrNotOwner)
 	}
 	rec, _ := n.owners.get(p)
 	if rec == nil || rec.GetNodeId() == n.cfg.NodeID {
 		// No owner yet, or the table still names us after we lost p: wait for the group.
-		return result{err: fmt.Errorf("%w: partition %d", ErrNotOwner, p)}, true
+		return result{err: fmt.Errorf("%w: partition %d", catalog.ErrNotOwner, p)}, true
 	}
 	cc, err := n.conns.get(rec.GetAddress())
 	if err != nil {
@@ -110,9 +128,9 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *Method, entityID string,
 	}
 	switch classifyForward(err, trailer) {
 	case forwardRetry:
-		return result{err: fmt.Errorf("%w: %s", ErrNotOwner, status.Convert(err).Message())}, true
+		return result{err: fmt.Errorf("%w: %s", catalog.ErrNotOwner, status.Convert(err).Message())}, true
 	case forwardUnknown:
-		return result{err: fmt.Errorf("%w: forward to node %s: %v", ErrOutcomeUnknown, rec.GetNodeId(), status.Convert(err).Message())}, false
+		return result{err: fmt.Errorf("%w: forward to node %s: %v", catalog.ErrOutcomeUnknown, rec.GetNodeId(), status.Convert(err).Message())}, false
 	}
 	return result{err: err}, false
 }
@@ -174,12 +192,12 @@ func (n *Node) localOwner(p int32) *owner {
 }
 
 // runLocal submits a command to a local partition and waits for its outcome or the deadline.
-func (n *Node) runLocal(ctx context.Context, o *owner, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
 	r := &request{ctx: ctx, method: m, entityID: entityID, payload: payload, md: md, done: make(chan result, 1)}
 	n.mu.Lock()
 	if n.local[o.p] != o {
 		n.mu.Unlock()
-		return result{err: ErrNotOwner}
+		return result{err: catalog.ErrNotOwner}
 	}
 	err := o.submit(r)
 	n.mu.Unlock()
@@ -208,12 +226,12 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	if !ok {
 		return nil, status.Errorf(codes.Unimplemented, "unknown method %s/%s", req.GetService(), req.GetMethod())
 	}
-	if k := m.Service.Kind; k != EventSourced && k != Value {
+	if k := m.Service.Kind; k != catalog.EventSourced && k != catalog.Value {
 		return nil, status.Errorf(codes.InvalidArgument, "method %s is a %s method; only event-sourced and value entity commands are forwarded between nodes", m.FullName, k)
 	}
-	id, err := extractEntityID(m, req.GetPayload(), DefaultMaxEntityIDBytes)
+	id, err := frontdoor.ExtractEntityID(m, req.GetPayload(), frontdoor.DefaultMaxEntityIDBytes)
 	if err != nil {
-		return nil, ToStatus(err)
+		return nil, frontdoor.ToStatus(err)
 	}
 	if id != req.GetEntityId() {
 		return nil, status.Errorf(codes.InvalidArgument, "entity_id %q does not match the entity key %q of the payload", req.GetEntityId(), id)
@@ -228,13 +246,13 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
 	}
 	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata())
-	if errors.Is(res.err, ErrNotOwner) {
+	if errors.Is(res.err, catalog.ErrNotOwner) {
 		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
 	}
 	_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeRan))
 	if res.err != nil {
-		return nil, ToStatus(res.err)
+		return nil, frontdoor.ToStatus(res.err)
 	}
 	return &kstatev1.ForwardResponse{Payload: res.payload, Metadata: res.md}, nil
 }
@@ -270,13 +288,13 @@ func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cl
 }
 
 // replyResult turns a client action (reply, or none) into the caller's result.
-func (n *Node) replyResult(m *Method, ca *cloudstatepb.ClientAction) result {
+func (n *Node) replyResult(m *catalog.Method, ca *cloudstatepb.ClientAction) result {
 	rep := ca.GetReply()
 	if rep == nil {
 		// No reply: the client receives the output type's empty message.
 		return result{}
 	}
-	if want := TypeURL(m.Output); rep.GetPayload() != nil && !sameType(rep.GetPayload().GetTypeUrl(), want) {
+	if want := catalog.TypeURL(m.Output); rep.GetPayload() != nil && !sameType(rep.GetPayload().GetTypeUrl(), want) {
 		return result{err: status.Errorf(codes.Internal, "user function replied to %s with %s, want %s", m.FullName, rep.GetPayload().GetTypeUrl(), want)}
 	}
 	return result{payload: rep.GetPayload().GetValue(), md: rep.GetMetadata()}
@@ -330,17 +348,17 @@ func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffe
 
 // resolveTarget finds a forward or side-effect target and its entity id. An unknown target is
 // reported to the user function (reportError), as Cloudstate's proxy did.
-func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payload []byte) ([]byte, *Method, string, error) {
+func (n *Node) resolveTarget(ctx context.Context, svc, cmd, typeURL string, payload []byte) ([]byte, *catalog.Method, string, error) {
 	m, ok := n.cat.Method("/" + svc + "/" + cmd)
 	if !ok {
 		msg := fmt.Sprintf("forward or side effect to unknown method %s/%s", svc, cmd)
-		_ = ReportError(ctx, n.uf, msg)
+		_ = catalog.ReportError(ctx, n.uf, msg)
 		return nil, nil, "", status.Error(codes.Internal, msg)
 	}
-	if want := TypeURL(m.Input); typeURL != "" && !sameType(typeURL, want) {
+	if want := catalog.TypeURL(m.Input); typeURL != "" && !sameType(typeURL, want) {
 		return nil, nil, "", status.Errorf(codes.Internal, "forward or side effect to %s carries %s, want %s", m.FullName, typeURL, want)
 	}
-	id, err := extractEntityID(m, payload, DefaultMaxEntityIDBytes)
+	id, err := frontdoor.ExtractEntityID(m, payload, frontdoor.DefaultMaxEntityIDBytes)
 	if err != nil {
 		// The user function named a target it cannot address (a malformed payload, empty key
 		// fields): a protocol error of the function, never a command that reaches a journal.

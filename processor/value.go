@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -67,7 +68,7 @@ func (d *valueDriver) handle(r *request) error {
 		fresh := d.stream == nil
 		if fresh {
 			if err := d.activate(r); err != nil {
-				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", ErrUnavailable, e.key.Service, e.key.ID, err)})
+				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", catalog.ErrUnavailable, e.key.Service, e.key.ID, err)})
 				return err
 			}
 		}
@@ -88,7 +89,7 @@ func (d *valueDriver) handle(r *request) error {
 		}
 		switch m := out.Message.(type) {
 		case *valueentitypb.ValueEntityStreamOut_Failure:
-			r.finish(result{err: &CommandFailure{Description: m.Failure.GetDescription()}})
+			r.finish(result{err: &catalog.CommandFailure{Description: m.Failure.GetDescription()}})
 			return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
 		case *valueentitypb.ValueEntityStreamOut_Reply:
 			return d.reply(r, id, m.Reply)
@@ -105,7 +106,7 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 	}
 	if f := rep.GetClientAction().GetFailure(); f != nil {
 		// A failure drops the state change and the side effects.
-		r.finish(result{err: &CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
+		r.finish(result{err: &catalog.CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
 			// Reopen at once with the durable state, as Cloudstate's proxy does.
 			d.close()

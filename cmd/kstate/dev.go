@@ -80,7 +80,7 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 	}
 	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n  app:    %s, %d partitions\n\nservices:\n",
 		addr, kafka[0], o.node.dataDir, o.node.app, o.node.partitions)
-	for _, s := range n.Catalog().Services() {
+	for _, s := range n.Services() {
 		fmt.Fprintf(out, "  %s (%s", s.Name, s.Kind)
 		if s.PersistenceID != "" {
 			fmt.Fprintf(out, ", persistence id %s", s.PersistenceID)

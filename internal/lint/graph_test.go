@@ -121,10 +121,45 @@ func TestPackageGraph(t *testing.T) {
 	}
 }
 
+// layers lists, per package inside processor/, the other processor packages it may import
+// directly, so the runtime's concepts stay one-way: runtime (processor) → front door → catalog →
+// core. Tests may also import proctest, the shared test helpers. A processor package not listed
+// fails the test, so a new one must take its place here.
+var layers = map[string][]string{
+	mod + "/processor":                    {"frontdoor", "catalog", "core", "proctest"},
+	mod + "/processor/internal/frontdoor": {"catalog", "proctest"},
+	mod + "/processor/internal/catalog":   {"core", "proctest"},
+	mod + "/processor/internal/core":      {},
+	mod + "/processor/internal/proctest":  {},
+}
+
+func TestProcessorLayers(t *testing.T) {
+	for _, p := range list(t) {
+		if p.path != mod+"/processor" && !strings.HasPrefix(p.path, mod+"/processor/") {
+			continue
+		}
+		path := strings.TrimSuffix(p.path, "_test")
+		ok, known := layers[path]
+		if !known {
+			t.Errorf("%s is not in layers: add it with the processor packages it may import", p.path)
+			continue
+		}
+		for _, d := range p.imports {
+			if d == path || (d != mod+"/processor" && !strings.HasPrefix(d, mod+"/processor/")) {
+				continue
+			}
+			name := d[strings.LastIndex(d, "/")+1:]
+			if d == mod+"/processor" || !contains(ok, name) {
+				t.Errorf("%s imports %s: it may import only %v of processor (runtime → frontdoor → catalog → core)", p.path, d, ok)
+			}
+		}
+	}
+}
+
 // pureCores are packages that decide and never do IO (the etcd-raft shape, DESIGN.md §6): they
 // may import only these standard-library packages, and nothing of ours or of third parties.
 var pureCores = map[string][]string{
-	mod + "/processor/core": {"container/heap", "container/list", "errors", "fmt", "time"},
+	mod + "/processor/internal/core": {"container/heap", "container/list", "errors", "fmt", "time"},
 }
 
 func TestPureCoresDoNoIO(t *testing.T) {

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"bufio"
@@ -26,43 +26,16 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kstatehq/kstate/internal/testpb"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
-
-// descriptorSet returns roots and their transitive imports, dependencies first, followed by
-// the extra hand-built files, as a serialized FileDescriptorSet (Cloudstate's EntitySpec.proto).
-func descriptorSet(roots []protoreflect.FileDescriptor, extra ...*descriptorpb.FileDescriptorProto) []byte {
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var walk func(protoreflect.FileDescriptor)
-	walk = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		imps := f.Imports()
-		for i := 0; i < imps.Len(); i++ {
-			walk(imps.Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
-	}
-	for _, f := range roots {
-		walk(f)
-	}
-	set.File = append(set.File, extra...)
-	b, err := proto.Marshal(set)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
 
 // httpField returns a field descriptor proto; key marks it (cloudstate.entity_key).
 func httpField(name string, num int32, typ descriptorpb.FieldDescriptorProto_Type, typeName string, repeated, key bool) *descriptorpb.FieldDescriptorProto {
@@ -200,22 +173,22 @@ func httpCounterFile() *descriptorpb.FileDescriptorProto {
 
 // httpTestCatalog builds the catalog of the HTTP tests: EventSourcedTest ("t"), the shopping cart,
 // ActionTest and the counter action.
-func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *Catalog {
+func httpTestCatalog(t *testing.T, extra ...*descriptorpb.FileDescriptorProto) *catalog.Catalog {
 	t.Helper()
 	files := append([]*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile()}, extra...)
 	spec := &cloudstatepb.EntitySpec{
-		Proto: descriptorSet([]protoreflect.FileDescriptor{
+		Proto: proctest.DescriptorSet([]protoreflect.FileDescriptor{
 			testpb.File_testpb_test_proto, cloudstatepb.File_cloudstate_entity_key_proto,
 			annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
 		Entities: []*cloudstatepb.Entity{
-			{EntityType: ProtocolEventSourced, ServiceName: "kstate.test.v1.EventSourcedTest", PersistenceId: "t"},
-			{EntityType: ProtocolEventSourced, ServiceName: "com.example.shoppingcart.ShoppingCart", PersistenceId: "cart"},
-			{EntityType: ProtocolAction, ServiceName: "kstate.test.v1.ActionTest"},
-			{EntityType: ProtocolAction, ServiceName: "kstate.httptest.v1.CounterService"},
+			{EntityType: catalog.ProtocolEventSourced, ServiceName: "kstate.test.v1.EventSourcedTest", PersistenceId: "t"},
+			{EntityType: catalog.ProtocolEventSourced, ServiceName: "com.example.shoppingcart.ShoppingCart", PersistenceId: "cart"},
+			{EntityType: catalog.ProtocolAction, ServiceName: "kstate.test.v1.ActionTest"},
+			{EntityType: catalog.ProtocolAction, ServiceName: "kstate.httptest.v1.CounterService"},
 		},
 	}
-	cat, err := BuildCatalog(spec)
+	cat, err := catalog.BuildCatalog(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +220,7 @@ type httpTestDispatcher struct {
 	canceled chan struct{}
 }
 
-func (d *httpTestDispatcher) record(m *Method, id string, payload []byte, md *cloudstatepb.Metadata) (*dynamicpb.Message, error) {
+func (d *httpTestDispatcher) record(m *catalog.Method, id string, payload []byte, md *cloudstatepb.Metadata) (*dynamicpb.Message, error) {
 	msg, err := m.Decode(payload)
 	if err != nil {
 		return nil, err
@@ -291,7 +264,7 @@ func httpFieldOf(msg protoreflect.Message, name string) string {
 	return msg.Get(f).String()
 }
 
-func (d *httpTestDispatcher) Unary(_ context.Context, m *Method, id string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+func (d *httpTestDispatcher) Unary(_ context.Context, m *catalog.Method, id string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
 	msg, err := d.record(m, id, payload, md)
 	if err != nil {
 		return nil, nil, err
@@ -299,7 +272,7 @@ func (d *httpTestDispatcher) Unary(_ context.Context, m *Method, id string, payl
 	switch m.FullName {
 	case "/com.example.shoppingcart.ShoppingCart/GetCart":
 		if id == "fail" {
-			return nil, nil, &CommandFailure{Description: "boom"}
+			return nil, nil, &catalog.CommandFailure{Description: "boom"}
 		}
 		cart := dynamicpb.NewMessage(m.Output)
 		items := cart.Mutable(m.Output.Fields().ByName("items")).List()
@@ -327,7 +300,7 @@ func (d *httpTestDispatcher) Unary(_ context.Context, m *Method, id string, payl
 	return b, nil, err
 }
 
-func (d *httpTestDispatcher) Stream(ctx context.Context, m *Method, s CommandStream) error {
+func (d *httpTestDispatcher) Stream(ctx context.Context, m *catalog.Method, s CommandStream) error {
 	payload, err := s.Recv()
 	if err != nil {
 		return err
@@ -369,7 +342,7 @@ func (d *httpTestDispatcher) Stream(ctx context.Context, m *Method, s CommandStr
 	}
 	for i := 0; i < 3; i++ {
 		if mode == "fail-early" || (mode == "fail-late" && i == 1) {
-			return &CommandFailure{Description: strings.TrimPrefix(mode, "fail-") + " boom"}
+			return &catalog.CommandFailure{Description: strings.TrimPrefix(mode, "fail-") + " boom"}
 		}
 		b, err := proto.Marshal(reply(i))
 		if err != nil {
@@ -399,7 +372,7 @@ func startHTTPTest(t *testing.T, opts ...func(*httpHandler)) *httpTestServer {
 	ing := NewIngress(cat, d, Limits{})
 	gs := grpc.NewServer(ing.ServerOptions()...)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
-	h, err := NewHTTPHandler(cat, gs, testLogger(t))
+	h, err := NewHTTPHandler(cat, gs, proctest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/kstatehq/kstate/internal/logging"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 )
 
 // HTTPMaxMessageBytes caps one message the HTTP front door buffers while transcoding, request or
@@ -73,7 +74,7 @@ const HTTPMaxMessageBytes = DefaultMaxSendBytes
 // unknown fields; messages are dynamic types of that copy, never the global registry's. A rule that
 // vanguard rejects (a path variable naming no field, two methods on one route) makes
 // NewHTTPHandler fail with the reason.
-func NewHTTPHandler(cat *Catalog, grpcServer http.Handler, log hclog.Logger) (http.Handler, error) {
+func NewHTTPHandler(cat *catalog.Catalog, grpcServer http.Handler, log hclog.Logger) (http.Handler, error) {
 	if cat == nil {
 		return nil, errors.New("http: nil catalog")
 	}

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"google.golang.org/grpc/codes"

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"errors"
@@ -33,8 +33,8 @@ func splitTestAccept(t *testing.T, l net.Listener, timeout time.Duration) (net.C
 	}
 }
 
-// splitTestListener is a TCP listener on 127.0.0.1 split by a splitListener.
-func splitTestListener(t *testing.T, wrap func(net.Listener) net.Listener, sniff time.Duration) (*splitListener, string) {
+// splitTestListener is a TCP listener on 127.0.0.1 split by a SplitListener.
+func splitTestListener(t *testing.T, wrap func(net.Listener) net.Listener, sniff time.Duration) (*SplitListener, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"bufio"
@@ -150,7 +150,7 @@ func TestGRPCHeaderLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	split := newSplitListener(lis)
+	split := NewSplitListener(lis)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

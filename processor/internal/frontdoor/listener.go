@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ const (
 	maxAcceptDelay = time.Second
 )
 
-// splitListener shares one port between gRPC and HTTP/1.1: each accepted connection is routed by
+// SplitListener shares one port between gRPC and HTTP/1.1: each accepted connection is routed by
 // its first bytes — the HTTP/2 preface to the native gRPC server (grpc-go's fast path), anything
 // else to the HTTP/JSON front door (vanguard, gRPC-Web, Connect). HTTP/2 clients that are not gRPC
 // reach the gRPC server; REST over HTTP/2 cleartext is therefore not served (browsers never use
@@ -34,7 +34,7 @@ const (
 // of an HTTP/1 request already rules it out), so short requests never wait. Accept errors that are
 // temporary (out of file descriptors, a connection aborted before it was accepted) are retried with
 // the back-off of net/http.Server.Serve; any other error closes the listener.
-type splitListener struct {
+type SplitListener struct {
 	lis       net.Listener
 	h2, h1    *chanListener
 	sniff     time.Duration
@@ -43,14 +43,16 @@ type splitListener struct {
 	wg        sync.WaitGroup
 }
 
-func newSplitListener(lis net.Listener) *splitListener {
+// NewSplitListener starts splitting lis: HTTP/2 connections are accepted from GRPC, the others from
+// HTTP.
+func NewSplitListener(lis net.Listener) *SplitListener {
 	return startSplitListener(lis, sniffTimeout)
 }
 
 // startSplitListener starts splitting lis, closing or classifying connections that stay silent
 // for sniff.
-func startSplitListener(lis net.Listener, sniff time.Duration) *splitListener {
-	s := &splitListener{lis: lis, sniff: sniff, done: make(chan struct{})}
+func startSplitListener(lis net.Listener, sniff time.Duration) *SplitListener {
+	s := &SplitListener{lis: lis, sniff: sniff, done: make(chan struct{})}
 	s.h2 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.h1 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.wg.Add(1)
@@ -58,7 +60,7 @@ func startSplitListener(lis net.Listener, sniff time.Duration) *splitListener {
 	return s
 }
 
-func (s *splitListener) accept() {
+func (s *SplitListener) accept() {
 	defer s.wg.Done()
 	var delay time.Duration
 	for {
@@ -120,7 +122,7 @@ func temporaryAcceptError(err error) bool {
 	return false
 }
 
-func (s *splitListener) route(c net.Conn) {
+func (s *SplitListener) route(c net.Conn) {
 	sniffed := make(chan struct{})
 	go func() { // Close interrupts the sniff rather than wait it out
 		select {
@@ -163,16 +165,25 @@ func sniffPreface(c net.Conn, timeout time.Duration) (head []byte, h2 bool) {
 	return buf, true
 }
 
+// GRPC returns the listener of HTTP/2 (gRPC) connections.
+func (s *SplitListener) GRPC() net.Listener { return s.h2 }
+
+// HTTP returns the listener of HTTP/1 connections (the REST front door).
+func (s *SplitListener) HTTP() net.Listener { return s.h1 }
+
+// Wait returns once the accept loop and every classification in progress have ended (after Close).
+func (s *SplitListener) Wait() { s.wg.Wait() }
+
 // Close stops accepting and closes connections still being classified; connections already
 // handed over belong to their servers.
-func (s *splitListener) Close() {
+func (s *SplitListener) Close() {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		_ = s.lis.Close()
 	})
 }
 
-// chanListener is a net.Listener fed by splitListener.
+// chanListener is a net.Listener fed by SplitListener.
 type chanListener struct {
 	addr  net.Addr
 	conns chan net.Conn

@@ -1,4 +1,4 @@
-package processor
+package catalog
 
 import (
 	"encoding/base64"

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"net/http"
@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -43,12 +45,12 @@ func TestNewHTTPHandlerRejects(t *testing.T) {
 	}
 	files := []*descriptorpb.FileDescriptorProto{httpCartFile(), httpCounterFile(), bad}
 	spec := &cloudstatepb.EntitySpec{
-		Proto: descriptorSet([]protoreflect.FileDescriptor{
+		Proto: proctest.DescriptorSet([]protoreflect.FileDescriptor{
 			cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto, emptypb.File_google_protobuf_empty_proto,
 		}, files...),
-		Entities: []*cloudstatepb.Entity{{EntityType: ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
+		Entities: []*cloudstatepb.Entity{{EntityType: catalog.ProtocolAction, ServiceName: "kstate.httptest.bad.Bad"}},
 	}
-	badCat, err := BuildCatalog(spec)
+	badCat, err := catalog.BuildCatalog(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +79,7 @@ func TestTranscodingFilesUnknownOption(t *testing.T) {
 	fdp := httpCounterFile()
 	fdp.Service[0].Method[0].Options = opts
 	var set descriptorpb.FileDescriptorSet
-	if err := proto.Unmarshal(descriptorSet([]protoreflect.FileDescriptor{
+	if err := proto.Unmarshal(proctest.DescriptorSet([]protoreflect.FileDescriptor{
 		cloudstatepb.File_cloudstate_entity_key_proto, annotations.File_google_api_annotations_proto,
 	}, fdp), &set); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"errors"
@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 )
 
 // Full names of the two reflection services.
@@ -36,7 +38,7 @@ const (
 //
 // A file is returned with those of its transitive imports not yet sent on the same stream.
 type Reflection struct {
-	cat   atomic.Pointer[Catalog]
+	cat   atomic.Pointer[catalog.Catalog]
 	extra []string
 	cache sync.Map // protoreflect.FileDescriptor → []byte (serialized FileDescriptorProto)
 }
@@ -45,7 +47,7 @@ type Reflection struct {
 // names more services to list, such as "grpc.health.v1.Health" or "kstate.v1.Node"; their
 // descriptors must be linked into the binary. Cloudstate's TCK expects exactly the reflection
 // service plus the user's services, so pass none there.
-func RegisterReflection(s grpc.ServiceRegistrar, cat *Catalog, extra ...string) *Reflection {
+func RegisterReflection(s grpc.ServiceRegistrar, cat *catalog.Catalog, extra ...string) *Reflection {
 	r := NewReflection(cat, extra...)
 	rpb.RegisterServerReflectionServer(s, reflectionV1Server{r: r})
 	rpbalpha.RegisterServerReflectionServer(s, reflectionV1AlphaServer{r: r})
@@ -54,14 +56,14 @@ func RegisterReflection(s grpc.ServiceRegistrar, cat *Catalog, extra ...string) 
 
 // NewReflection returns a Reflection serving cat (which may be nil: then only extra services and
 // linked-in descriptors are served) without registering it.
-func NewReflection(cat *Catalog, extra ...string) *Reflection {
+func NewReflection(cat *catalog.Catalog, extra ...string) *Reflection {
 	r := &Reflection{extra: append([]string(nil), extra...)}
 	r.cat.Store(cat)
 	return r
 }
 
 // SetCatalog replaces the served catalog, e.g. after the user function was rediscovered.
-func (r *Reflection) SetCatalog(cat *Catalog) { r.cat.Store(cat) }
+func (r *Reflection) SetCatalog(cat *catalog.Catalog) { r.cat.Store(cat) }
 
 // ListServices returns what ListServices answers for the reflection service named self.
 func (r *Reflection) ListServices(self string) []string {

@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -27,10 +28,10 @@ type Dispatcher interface {
 	// m.Output) and the reply metadata, sent to the client as response headers. entityID is "" for
 	// actions. An error is converted with ToStatus; ErrNoReply ends the call without a response
 	// message.
-	Unary(ctx context.Context, m *Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error)
+	Unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error)
 	// Stream runs a call of a client-, server- or bidi-streaming method until it returns. The
 	// returned error is converted with ToStatus; nil ends the call with OK.
-	Stream(ctx context.Context, m *Method, s CommandStream) error
+	Stream(ctx context.Context, m *catalog.Method, s CommandStream) error
 }
 
 // CommandStream is one streamed call as a Dispatcher sees it: raw request payloads in, raw reply
@@ -125,14 +126,14 @@ func (l Limits) withDefaults() Limits {
 // method the server does not otherwise register lands here. It resolves the method, checks the
 // request, extracts the entity id, converts metadata and hands the command to a Dispatcher.
 type Ingress struct {
-	cat atomic.Pointer[Catalog]
+	cat atomic.Pointer[catalog.Catalog]
 	d   Dispatcher
 	lim Limits
 }
 
 // NewIngress returns an Ingress serving cat's services through d. Zero or negative fields of lim
 // take their defaults.
-func NewIngress(cat *Catalog, d Dispatcher, lim Limits) *Ingress {
+func NewIngress(cat *catalog.Catalog, d Dispatcher, lim Limits) *Ingress {
 	in := &Ingress{d: d, lim: lim.withDefaults()}
 	in.cat.Store(cat)
 	return in
@@ -140,17 +141,17 @@ func NewIngress(cat *Catalog, d Dispatcher, lim Limits) *Ingress {
 
 // SetCatalog replaces the served catalog, e.g. after the user function was rediscovered. Calls
 // already running keep the methods they resolved.
-func (in *Ingress) SetCatalog(cat *Catalog) { in.cat.Store(cat) }
+func (in *Ingress) SetCatalog(cat *catalog.Catalog) { in.cat.Store(cat) }
 
 // Catalog returns the served catalog.
-func (in *Ingress) Catalog() *Catalog { return in.cat.Load() }
+func (in *Ingress) Catalog() *catalog.Catalog { return in.cat.Load() }
 
 // Limits returns the effective limits.
 func (in *Ingress) Limits() Limits { return in.lim }
 
-// forwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
+// ForwardOverhead is the room a kstate.v1.Node Forward needs around a client's message: service,
 // method and entity names, and the client's metadata.
-const forwardOverhead = 256 << 10
+const ForwardOverhead = 256 << 10
 
 // ServerOptions returns the options a grpc.Server needs to serve this ingress: the raw Codec
 // (forced, so user messages stay bytes while registered services keep working), the message size,
@@ -181,13 +182,13 @@ func (in *Ingress) Handler() grpc.StreamHandler {
 
 // Resolve finds the method of a gRPC path "/pkg.Service/Method", or returns an Unimplemented
 // status error ("unknown service X" or "unknown method Y of service X").
-func (in *Ingress) Resolve(fullMethod string) (*Method, error) {
+func (in *Ingress) Resolve(fullMethod string) (*catalog.Method, error) {
 	cat := in.cat.Load()
 	svc, name, ok := splitMethod(fullMethod)
 	if !ok {
 		return nil, status.Errorf(codes.Unimplemented, "malformed method name %q", fullMethod)
 	}
-	var s *Service
+	var s *catalog.Service
 	if cat != nil {
 		s, ok = cat.Service(svc)
 	}
@@ -238,7 +239,7 @@ func (in *Ingress) serve(ss grpc.ServerStream) error {
 			return ToStatus(err)
 		}
 		reply, rmd, err := in.d.Unary(ctx, m, id, req, cmd)
-		if h := MetadataToGRPC(rmd); err == nil || errors.Is(err, ErrNoReply) {
+		if h := MetadataToGRPC(rmd); err == nil || errors.Is(err, catalog.ErrNoReply) {
 			if len(h) > 0 {
 				if herr := ss.SetHeader(h); herr != nil {
 					return herr
@@ -246,7 +247,7 @@ func (in *Ingress) serve(ss grpc.ServerStream) error {
 			}
 		}
 		switch {
-		case errors.Is(err, ErrNoReply):
+		case errors.Is(err, catalog.ErrNoReply):
 			return nil
 		case err != nil:
 			return ToStatus(err)
@@ -273,20 +274,20 @@ func (in *Ingress) serve(ss grpc.ServerStream) error {
 }
 
 // entityID checks a request payload against the method's input type and returns its entity id.
-func (in *Ingress) entityID(m *Method, payload []byte) (string, error) {
-	return extractEntityID(m, payload, in.lim.MaxEntityIDBytes)
+func (in *Ingress) entityID(m *catalog.Method, payload []byte) (string, error) {
+	return ExtractEntityID(m, payload, in.lim.MaxEntityIDBytes)
 }
 
-// extractEntityID is the one entity-id check of every entry — client ingress, node-to-node
+// ExtractEntityID is the one entity-id check of every entry — client ingress, node-to-node
 // Forward, forward and side-effect targets: the payload decodes as the method's input, and a keyed
 // kind's id is non-empty, valid UTF-8 and at most maxLen bytes.
-func extractEntityID(m *Method, payload []byte, maxLen int) (string, error) {
+func ExtractEntityID(m *catalog.Method, payload []byte, maxLen int) (string, error) {
 	id, err := m.ExtractEntityID(payload)
 	if err != nil {
 		return "", err
 	}
 	if len(id) > maxLen {
-		return "", fmt.Errorf("%w: entity key of %s is %d bytes long, more than the %d allowed", ErrInvalidArgument, m.Input.FullName(), len(id), maxLen)
+		return "", fmt.Errorf("%w: entity key of %s is %d bytes long, more than the %d allowed", catalog.ErrInvalidArgument, m.Input.FullName(), len(id), maxLen)
 	}
 	return id, nil
 }
@@ -294,7 +295,7 @@ func extractEntityID(m *Method, payload []byte, maxLen int) (string, error) {
 // commandStream implements CommandStream over a grpc.ServerStream.
 type commandStream struct {
 	ss       grpc.ServerStream
-	m        *Method
+	m        *catalog.Method
 	md       *cloudstatepb.Metadata
 	id       string
 	first    RawMessage

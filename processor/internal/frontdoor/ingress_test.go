@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"bytes"
@@ -29,6 +29,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/kstatehq/kstate/internal/testpb"
+	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -47,10 +49,20 @@ type igDispatcher struct {
 	calls    []igCall
 	unaryErr error
 	replyMD  *cloudstatepb.Metadata
-	stream   func(ctx context.Context, m *Method, s CommandStream) error
+	stream   func(ctx context.Context, m *catalog.Method, s CommandStream) error
 }
 
-func (d *igDispatcher) Unary(_ context.Context, m *Method, id string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
+// ctCatalog builds the catalog of proctest.Spec.
+func ctCatalog(t testing.TB) *catalog.Catalog {
+	t.Helper()
+	cat, err := catalog.BuildCatalog(proctest.Spec(t))
+	if err != nil {
+		t.Fatalf("BuildCatalog: %v", err)
+	}
+	return cat
+}
+
+func (d *igDispatcher) Unary(_ context.Context, m *catalog.Method, id string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
 	d.mu.Lock()
 	d.calls = append(d.calls, igCall{m.FullName, id, payload, md})
 	err, rmd := d.unaryErr, d.replyMD
@@ -70,7 +82,7 @@ func (d *igDispatcher) Unary(_ context.Context, m *Method, id string, payload []
 	return b, rmd, nil
 }
 
-func (d *igDispatcher) Stream(ctx context.Context, m *Method, s CommandStream) error {
+func (d *igDispatcher) Stream(ctx context.Context, m *catalog.Method, s CommandStream) error {
 	d.mu.Lock()
 	d.calls = append(d.calls, igCall{method: m.FullName, id: s.EntityID(), md: s.Metadata()})
 	f := d.stream
@@ -95,7 +107,7 @@ type igServer struct {
 	cc   *grpc.ClientConn
 }
 
-func igServe(t *testing.T, cat *Catalog, d Dispatcher, lim Limits, extra ...string) *igServer {
+func igServe(t *testing.T, cat *catalog.Catalog, d Dispatcher, lim Limits, extra ...string) *igServer {
 	t.Helper()
 	ing := NewIngress(cat, d, lim)
 	s := grpc.NewServer(ing.ServerOptions()...)
@@ -269,10 +281,10 @@ func TestIngressDispatcherErrors(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
-		{&CommandFailure{Description: "boom"}, codes.Unknown, "boom"},
-		{fmt.Errorf("wrapped: %w", &CommandFailure{Description: "bang", Restart: true}), codes.Unknown, "bang"},
-		{fmt.Errorf("partition 3: %w", ErrNotOwner), codes.Unavailable, "partition 3: partition not owned by this node"},
-		{fmt.Errorf("queue: %w", ErrOverloaded), codes.ResourceExhausted, "queue"},
+		{&catalog.CommandFailure{Description: "boom"}, codes.Unknown, "boom"},
+		{fmt.Errorf("wrapped: %w", &catalog.CommandFailure{Description: "bang", Restart: true}), codes.Unknown, "bang"},
+		{fmt.Errorf("partition 3: %w", catalog.ErrNotOwner), codes.Unavailable, "partition 3: partition not owned by this node"},
+		{fmt.Errorf("queue: %w", catalog.ErrOverloaded), codes.ResourceExhausted, "queue"},
 		{status.Error(codes.Aborted, "as is"), codes.Aborted, "as is"},
 		{fmt.Errorf("route: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "route"},
 		{errors.New("bug"), codes.Internal, "bug"},
@@ -289,7 +301,7 @@ func TestIngressDispatcherErrors(t *testing.T) {
 
 	// No reply: the call ends without a response message (Cloudstate's behaviour); headers still go.
 	d.mu.Lock()
-	d.unaryErr = ErrNoReply
+	d.unaryErr = catalog.ErrNoReply
 	d.replyMD = &cloudstatepb.Metadata{Entries: []*cloudstatepb.MetadataEntry{{Key: "x-h", Value: &cloudstatepb.MetadataEntry_StringValue{StringValue: "1"}}}}
 	d.mu.Unlock()
 	var hdr metadata.MD
@@ -304,7 +316,7 @@ func TestIngressDispatcherErrors(t *testing.T) {
 
 func TestIngressStreams(t *testing.T) {
 	d := &igDispatcher{}
-	d.stream = func(_ context.Context, m *Method, s CommandStream) error {
+	d.stream = func(_ context.Context, m *catalog.Method, s CommandStream) error {
 		var got []string
 		for {
 			b, err := s.Recv()
@@ -443,17 +455,17 @@ func TestIngressStreams(t *testing.T) {
 
 func TestIngressKeyedServerStream(t *testing.T) {
 	// CRDT methods may stream to the client; the single request's key is extracted up front.
-	fdp := ctUserFile("crdt.proto", "crdt.v1", []ctField{{name: "key", typ: descriptorpb.FieldDescriptorProto_TYPE_STRING, key: ctKey1080}})
+	fdp := proctest.UserFile("crdt.proto", "crdt.v1", []proctest.Field{{Name: "key", Type: descriptorpb.FieldDescriptorProto_TYPE_STRING, Key: proctest.Key1080}})
 	fdp.Service[0].Method = append(fdp.Service[0].Method, &descriptorpb.MethodDescriptorProto{
 		Name: proto.String("Watch"), InputType: proto.String(".crdt.v1.Cmd"), OutputType: proto.String(".google.protobuf.StringValue"),
 		ServerStreaming: proto.Bool(true),
 	})
 	fdp.Dependency = append(fdp.Dependency, "google/protobuf/wrappers.proto")
-	cat, err := BuildCatalog(ctUserSpec(t, ProtocolCRDT, "", fdp))
+	cat, err := catalog.BuildCatalog(proctest.UserSpec(t, catalog.ProtocolCRDT, "", fdp))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &igDispatcher{stream: func(_ context.Context, _ *Method, s CommandStream) error {
+	d := &igDispatcher{stream: func(_ context.Context, _ *catalog.Method, s CommandStream) error {
 		b, _ := proto.Marshal(wrapperspb.String("watching " + s.EntityID()))
 		return s.Send(b)
 	}}
@@ -507,9 +519,9 @@ func TestIngressSharesServerAndSwapsCatalog(t *testing.T) {
 	}
 
 	// A new catalog without the value entity: its calls become Unimplemented.
-	spec := ctTestSpec(t)
+	spec := proctest.Spec(t)
 	spec.Entities = spec.Entities[:2]
-	cat2, err := BuildCatalog(spec)
+	cat2, err := catalog.BuildCatalog(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,7 +621,7 @@ func TestReflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user := []string{ctAction, ctES, ctESTwo, ctKeyless, ctValue}
+	user := []string{proctest.Action, proctest.ES, proctest.ESTwo, proctest.Keyless, proctest.Value}
 	for _, tc := range []struct {
 		name   string
 		c      reflectClient
@@ -653,22 +665,22 @@ func TestReflection(t *testing.T) {
 			}
 
 			// A user service resolves to its file, followed by imports not sent before.
-			resp := tc.c.ask(t, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: ctES}})
+			resp := tc.c.ask(t, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: proctest.ES}})
 			files := igFiles(t, resp)
 			if len(files) == 0 || files[0].GetName() != testpb.File_testpb_test_proto.Path() {
-				t.Fatalf("file containing %s = %v", ctES, igNames(files))
+				t.Fatalf("file containing %s = %v", proctest.ES, igNames(files))
 			}
 			if !igHasService(files[0], "EventSourcedTest") || !igHasName(files, "cloudstate/entity_key.proto") || !igHasName(files, "google/api/annotations.proto") {
-				t.Fatalf("file containing %s: %v", ctES, igNames(files))
+				t.Fatalf("file containing %s: %v", proctest.ES, igNames(files))
 			}
 			// Asked again, the file comes alone: its imports were sent on this stream.
-			resp = tc.c.ask(t, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: ctPkg + "CompositeRequest.b"}})
+			resp = tc.c.ask(t, &rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: proctest.Pkg + "CompositeRequest.b"}})
 			if files := igFiles(t, resp); len(files) != 1 || files[0].GetName() != testpb.File_testpb_test_proto.Path() {
 				t.Fatalf("second lookup = %v", igNames(files))
 			}
 			// Methods, by filename, and the reflection service itself (linked-in) resolve too.
 			for _, req := range []*rpb.ServerReflectionRequest{
-				{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: ctAction + ".StreamedIn"}},
+				{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: proctest.Action + ".StreamedIn"}},
 				{MessageRequest: &rpb.ServerReflectionRequest_FileByFilename{FileByFilename: "cloudstate/entity_key.proto"}},
 				{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: tc.self}},
 				{MessageRequest: &rpb.ServerReflectionRequest_FileContainingExtension{FileContainingExtension: &rpb.ExtensionRequest{ContainingType: "google.protobuf.FieldOptions", ExtensionNumber: 1080}}},
@@ -702,7 +714,7 @@ func TestReflection(t *testing.T) {
 }
 
 func TestReflectionExtraServices(t *testing.T) {
-	srv := igServe(t, ctCatalog(t), &igDispatcher{}, Limits{}, "grpc.health.v1.Health", ctES)
+	srv := igServe(t, ctCatalog(t), &igDispatcher{}, Limits{}, "grpc.health.v1.Health", proctest.ES)
 	st, err := rpb.NewServerReflectionClient(srv.cc).ServerReflectionInfo(igCtx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -713,7 +725,7 @@ func TestReflectionExtraServices(t *testing.T) {
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names = append(names, s.GetName())
 	}
-	want := "grpc.reflection.v1.ServerReflection grpc.health.v1.Health " + strings.Join([]string{ctAction, ctES, ctESTwo, ctKeyless, ctValue}, " ")
+	want := "grpc.reflection.v1.ServerReflection grpc.health.v1.Health " + strings.Join([]string{proctest.Action, proctest.ES, proctest.ESTwo, proctest.Keyless, proctest.Value}, " ")
 	if strings.Join(names, " ") != want {
 		t.Fatalf("ListServices = %v, want %s", names, want)
 	}
@@ -839,17 +851,17 @@ func TestToStatus(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
-		{&CommandFailure{Description: "boom"}, codes.Unknown, "boom"},
-		{&SpecError{Problems: []SpecProblem{{Service: "a.B", Method: "C", Problem: "no key"}}}, codes.FailedPrecondition, "invalid entity spec: a.B/C: no key"},
-		{fmt.Errorf("x: %w", ErrProtocolVersion), codes.FailedPrecondition, "x: unsupported protocol version"},
-		{fmt.Errorf("x: %w", ErrInvalidArgument), codes.InvalidArgument, "x: invalid argument"},
-		{ErrUnknownService, codes.Unimplemented, "unknown service"},
-		{ErrUnknownMethod, codes.Unimplemented, "unknown method"},
-		{ErrUnknownEntity, codes.Unimplemented, "unknown entity"},
-		{ErrOverloaded, codes.ResourceExhausted, "overloaded"},
-		{ErrNotOwner, codes.Unavailable, "partition not owned by this node"},
-		{ErrUnavailable, codes.Unavailable, "unavailable"},
-		{ErrClosed, codes.Unavailable, "closed"},
+		{&catalog.CommandFailure{Description: "boom"}, codes.Unknown, "boom"},
+		{&catalog.SpecError{Problems: []catalog.SpecProblem{{Service: "a.B", Method: "C", Problem: "no key"}}}, codes.FailedPrecondition, "invalid entity spec: a.B/C: no key"},
+		{fmt.Errorf("x: %w", catalog.ErrProtocolVersion), codes.FailedPrecondition, "x: unsupported protocol version"},
+		{fmt.Errorf("x: %w", catalog.ErrInvalidArgument), codes.InvalidArgument, "x: invalid argument"},
+		{catalog.ErrUnknownService, codes.Unimplemented, "unknown service"},
+		{catalog.ErrUnknownMethod, codes.Unimplemented, "unknown method"},
+		{catalog.ErrUnknownEntity, codes.Unimplemented, "unknown entity"},
+		{catalog.ErrOverloaded, codes.ResourceExhausted, "overloaded"},
+		{catalog.ErrNotOwner, codes.Unavailable, "partition not owned by this node"},
+		{catalog.ErrUnavailable, codes.Unavailable, "unavailable"},
+		{catalog.ErrClosed, codes.Unavailable, "closed"},
 		{context.DeadlineExceeded, codes.DeadlineExceeded, "context deadline exceeded"},
 		{fmt.Errorf("call: %w", context.Canceled), codes.Canceled, "call: context canceled"},
 		{status.Error(codes.PermissionDenied, "no"), codes.PermissionDenied, "no"},
@@ -869,7 +881,7 @@ func TestToStatus(t *testing.T) {
 	if ToStatus(orig) != orig {
 		t.Error("status error re-wrapped")
 	}
-	two := &SpecError{Problems: []SpecProblem{{Problem: "p1"}, {Service: "s", Problem: "p2"}}}
+	two := &catalog.SpecError{Problems: []catalog.SpecProblem{{Problem: "p1"}, {Service: "s", Problem: "p2"}}}
 	if two.Error() != "invalid entity spec (2 problems):\n  - p1\n  - s: p2" {
 		t.Errorf("SpecError.Error() = %q", two.Error())
 	}

@@ -1,19 +1,15 @@
-package processor
+package catalog
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/kstatehq/kstate/processor/core"
+	"github.com/kstatehq/kstate/processor/internal/core"
 )
 
 // Sentinel errors of the entity runtime. Wrap them with fmt.Errorf("...: %w", Err…) to add context;
-// ToStatus maps each to the gRPC code a client sees.
+// the front door's ToStatus maps each to the gRPC code a client sees.
 var (
 	// ErrOverloaded means a bounded queue is full; the command never ran and the client should back
 	// off (RESOURCE_EXHAUSTED).
@@ -141,59 +137,4 @@ func (e *SpecError) errOrNil() error {
 		return nil
 	}
 	return e
-}
-
-// ToStatus converts any error of the runtime into the gRPC status error a client receives. It is
-// the one place that decides codes:
-//
-//   - nil → nil
-//   - an error that already is a gRPC status (has GRPCStatus) → unchanged
-//   - *CommandFailure → codes.Unknown with the description as message (Cloudstate behaviour)
-//   - *SpecError, ErrInvalidSpec, ErrProtocolVersion → codes.FailedPrecondition
-//   - ErrInvalidArgument → codes.InvalidArgument
-//   - ErrUnknownService, ErrUnknownMethod, ErrUnknownEntity → codes.Unimplemented
-//   - ErrOverloaded (a full bounded queue) → codes.ResourceExhausted
-//   - ErrOutcomeUnknown → codes.DeadlineExceeded (may have happened; not retried by retry policies)
-//   - ErrNotOwner, ErrUnavailable, ErrClosed → codes.Unavailable (never ran: safe to retry)
-//   - context.DeadlineExceeded → codes.DeadlineExceeded; context.Canceled → codes.Canceled
-//   - a wrapped gRPC status (found with errors.As) → that status
-//   - anything else → codes.Internal
-//
-// The message of a mapped error is err.Error(), so wrapping context reaches the client.
-func ToStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
-		return err
-	}
-	var cf *CommandFailure
-	if errors.As(err, &cf) {
-		return status.Error(codes.Unknown, cf.Description)
-	}
-	switch {
-	case errors.Is(err, ErrInvalidSpec), errors.Is(err, ErrProtocolVersion):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrInvalidArgument):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, ErrUnknownService), errors.Is(err, ErrUnknownMethod), errors.Is(err, ErrUnknownEntity):
-		return status.Error(codes.Unimplemented, err.Error())
-	case errors.Is(err, ErrOverloaded):
-		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, ErrOutcomeUnknown):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, ErrNotOwner), errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	}
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		if st := se.GRPCStatus(); st != nil {
-			return st.Err()
-		}
-	}
-	return status.Error(codes.Internal, err.Error())
 }

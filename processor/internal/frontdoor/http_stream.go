@@ -1,4 +1,4 @@
-package processor
+package frontdoor
 
 import (
 	"bytes"
@@ -21,6 +21,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/kstatehq/kstate/processor/internal/catalog"
 )
 
 // Content types of streamed HTTP responses.
@@ -48,7 +50,7 @@ type streamTarget struct {
 // routes and decodes REST requests to the twins (it would refuse the streaming originals), and the
 // front door then runs the original method (see serveStream). It fills h.targets, keyed by the
 // twin's method path.
-func (h *httpHandler) streamTwins(cat *Catalog, files *protoregistry.Files) ([]protoreflect.ServiceDescriptor, error) {
+func (h *httpHandler) streamTwins(cat *catalog.Catalog, files *protoregistry.Files) ([]protoreflect.ServiceDescriptor, error) {
 	fdp := &descriptorpb.FileDescriptorProto{
 		Name:    proto.String("kstate/internal/httpstream/twins.proto"),
 		Package: proto.String(streamTwinPackage),
