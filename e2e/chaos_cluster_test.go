@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,7 +83,7 @@ func newChaosCluster(t *testing.T, c *cluster, nodes int, session time.Duration,
 		}
 	})
 	for _, n := range cc.nodes {
-		cc.start(n)
+		_ = cc.start(n)
 	}
 	return cc
 }
@@ -103,7 +105,8 @@ func (cc *chaosCluster) args(n *chaosNode) []string {
 }
 
 // start launches the node's process (first start or restart); its output is appended to its log.
-func (cc *chaosCluster) start(n *chaosNode) {
+// It returns the log offset where this start's output begins.
+func (cc *chaosCluster) start(n *chaosNode) int64 {
 	t := cc.t
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -115,6 +118,7 @@ func (cc *chaosCluster) start(n *chaosNode) {
 		n.logf = f
 	}
 	n.starts++
+	from, _ := n.logf.Seek(0, io.SeekEnd)
 	fmt.Fprintf(n.logf, "===== chaos: start #%d of %s at %s =====\n", n.starts, n.id, time.Now().Format(time.StampMicro))
 	cmd := exec.Command(kstateBin, cc.args(n)...)
 	cmd.Stdout, cmd.Stderr = n.logf, n.logf
@@ -127,6 +131,26 @@ func (cc *chaosCluster) start(n *chaosNode) {
 		close(exited)
 	}()
 	n.cmd, n.exited, n.state = cmd, exited, nodeStarted
+	return from
+}
+
+// waitLog polls the node's log from offset from until it contains s, within a deadline.
+func (n *chaosNode) waitLog(from int64, s string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		if f, err := os.Open(n.logPath); err == nil {
+			_, _ = f.Seek(from, io.SeekStart)
+			b, _ := io.ReadAll(f)
+			_ = f.Close()
+			if bytes.Contains(b, []byte(s)) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s never logged %q within %v (log %s)", n.id, s, within, n.logPath)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval of a bounded wait
+	}
 }
 
 func (n *chaosNode) getState() string {

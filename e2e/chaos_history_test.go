@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -406,4 +407,58 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	i := int(math.Ceil(p*float64(len(ds)))) - 1
 	return ds[max(0, min(i, len(ds)-1))]
+}
+
+// TestChaosChecker holds the chaos suite's checkers against small hand-made histories: they must
+// accept indeterminate adds either way and reject a stale read, a lost acknowledged add, a
+// duplicate application and a phantom. No broker needed.
+func TestChaosChecker(t *testing.T) {
+	s := time.Second
+	add := func(client int, product string, call, ret time.Duration, outcome string) *chaosOp {
+		return &chaosOp{Client: client, Kind: kindES, Entity: "e", Write: true, Product: product, Node: "n1", Call: call, Return: ret, Outcome: outcome}
+	}
+	read := func(client int, items string, call, ret time.Duration) *chaosOp {
+		return &chaosOp{Client: client, Kind: kindES, Entity: "e", Node: "n2", Call: call, Return: ret, Outcome: outOK, Items: items}
+	}
+	cases := []struct {
+		name   string
+		ops    []*chaosOp
+		legal  bool
+		reason string // an explainViolations line must contain it when illegal
+	}{
+		{"sequential", []*chaosOp{add(0, "a", 0, s, outOK), read(1, "a", 2*s, 3*s)}, true, ""},
+		{"concurrent read may miss", []*chaosOp{add(0, "a", 0, 3*s, outOK), read(1, "", s, 2*s)}, true, ""},
+		{"indeterminate add seen", []*chaosOp{add(0, "a", 0, s, outInfo), read(1, "a", 2*s, 3*s), read(1, "a", 4*s, 5*s)}, true, ""},
+		{"indeterminate add never seen", []*chaosOp{add(0, "a", 0, s, outInfo), read(1, "", 2*s, 3*s)}, true, ""},
+		{"indeterminate add seen late", []*chaosOp{add(0, "a", 0, s, outInfo), read(1, "", 2*s, 3*s), read(1, "a", 4*s, 5*s)}, true, ""},
+		{"stale read", []*chaosOp{add(0, "a", 0, s, outOK), add(0, "b", 2*s, 3*s, outOK), read(1, "a", 4*s, 5*s)}, false, "stale read"},
+		{"non-monotonic", []*chaosOp{add(0, "a", 0, 10*s, outInfo), read(1, "a", s, 2*s), read(1, "", 3*s, 4*s)}, false, "non-monotonic"},
+		{"duplicate", []*chaosOp{add(0, "a", 0, s, outOK), read(1, "a*2", 2*s, 3*s)}, false, "duplicate"},
+		{"phantom", []*chaosOp{read(1, "zz", 2*s, 3*s)}, false, "phantom"},
+		{"failed add applied", []*chaosOp{add(0, "a", 0, s, outFail), read(1, "a", 2*s, 3*s)}, false, "definitely-failed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := checkLinearizable(tc.ops, t.TempDir(), 10*time.Second)
+			legal := true
+			for _, r := range res {
+				if r.result != porcupine.Ok {
+					legal = false
+					if _, err := os.Stat(r.html); err != nil {
+						t.Errorf("no visualization: %v", err)
+					}
+				}
+			}
+			if legal != tc.legal {
+				t.Fatalf("porcupine says legal=%v, want %v", legal, tc.legal)
+			}
+			expl := explainViolations(tc.ops)
+			if tc.legal && len(expl) > 0 {
+				t.Fatalf("anomalies in a linearizable history: %v", expl)
+			}
+			if !tc.legal && !strings.Contains(strings.Join(expl, "\n"), tc.reason) {
+				t.Fatalf("anomalies %v, want one about %q", expl, tc.reason)
+			}
+		})
+	}
 }

@@ -68,7 +68,7 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 		entities:   int(envInt(t, "KSTATE_CHAOS_ENTITIES", 20)),
 		partitions: int32(envInt(t, "KSTATE_CHAOS_PARTITIONS", 16)),
 		session:    envDuration(t, "KSTATE_CHAOS_SESSION", 3*time.Second),
-		opTimeout:  envDuration(t, "KSTATE_CHAOS_OP_TIMEOUT", 5*time.Second),
+		opTimeout:  envDuration(t, "KSTATE_CHAOS_OP_TIMEOUT", 2*time.Second),
 		outDir:     os.Getenv("KSTATE_CHAOS_OUT"),
 	}
 	if cfg.clients < 1 || cfg.clients > 64 || cfg.entities < 1 || cfg.entities > 1000 || cfg.partitions < 1 || cfg.partitions > 256 {
@@ -378,7 +378,7 @@ func (w *chaosWorkload) finalReads(t *testing.T, within time.Duration) map[strin
 
 // nemesisEvent is one fault and its repair.
 type nemesisEvent struct {
-	Kind    string // kill9, pause, pause-long, restart
+	Kind    string // kill9, pause, pause-long, restart, restart-pause
 	Node    string
 	Hold    time.Duration
 	Start   time.Duration // fault injected
@@ -409,13 +409,17 @@ func (nm *nemesis) run(end time.Duration) {
 		n := nm.cc.nodes[nm.rng.Intn(len(nm.cc.nodes))]
 		ev := nemesisEvent{Node: n.id}
 		switch r := nm.rng.Intn(100); {
-		case r < 25:
+		case r < 20:
 			ev.Kind, ev.Hold = "kill9", ms(500, 4000)
-		case r < 65:
+		case r < 55:
 			// Past the session timeout: the group moves the partitions while the process is
-			// frozen mid-whatever, and it resumes as a zombie.
-			ev.Kind, ev.Hold = "pause-long", nm.session+ms(1500, 4000)
-		case r < 80:
+			// frozen mid-whatever (a commit in flight, say), and it resumes as a zombie.
+			ev.Kind, ev.Hold = "pause-long", nm.session+ms(1000, 3000)
+		case r < 70:
+			// A restarted node frozen as soon as it is assigned partitions, while it fences
+			// and restores them: it resumes as a zombie that just finished a restore.
+			ev.Kind, ev.Hold = "restart-pause", nm.session+ms(1000, 3000)
+		case r < 82:
 			ev.Kind, ev.Hold = "pause", ms(300, int(nm.session.Milliseconds())/2)
 		default:
 			ev.Kind = "restart"
@@ -439,6 +443,23 @@ func (nm *nemesis) run(end time.Duration) {
 		case "restart":
 			n.terminate(nm.t, 30*time.Second)
 			nm.cc.start(n)
+		case "restart-pause":
+			n.terminate(nm.t, 30*time.Second)
+			from := nm.cc.start(n)
+			if err := n.waitLog(from, "partitions assigned", 60*time.Second); err != nil {
+				nm.t.Errorf("nemesis: %v", err)
+				return
+			}
+			ev.Start = nm.h.now() // the fault is the pause
+			if err := n.signal(syscall.SIGSTOP); err != nil {
+				nm.t.Errorf("SIGSTOP %s: %v", n.id, err)
+			}
+			n.setState(nodePaused)
+			time.Sleep(ev.Hold) // the fault's length
+			if err := n.signal(syscall.SIGCONT); err != nil {
+				nm.t.Errorf("SIGCONT %s: %v", n.id, err)
+			}
+			n.setState(nodeStarted)
 		}
 		ev.Healed = nm.h.now()
 		err := n.waitServing(90 * time.Second)
@@ -550,7 +571,7 @@ func summarizeNemesis(b *strings.Builder, events []nemesisEvent, ops []*chaosOp,
 		}
 		allS := "never"
 		if all >= 0 {
-			allS = "+" + all.Round(time.Millisecond).String()
+			allS = all.Round(time.Millisecond).String()
 			alls = append(alls, all)
 		}
 		if first >= 0 {
