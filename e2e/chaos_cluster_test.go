@@ -275,3 +275,77 @@ func (cc *chaosCluster) waitAllServing(within time.Duration) (time.Duration, err
 		time.Sleep(50 * time.Millisecond) // poll interval of a bounded wait
 	}
 }
+
+// claimsPartition reports whether the node's log says it holds partition p now: the last line
+// about p since its latest start is "partition acquired", not a revocation or a give-up. It reads
+// logs, so it is a hint for the nemesis, not a fact about the group.
+func (n *chaosNode) claimsPartition(p int32) bool {
+	n.mu.Lock()
+	path := n.logPath
+	n.mu.Unlock()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndex(b, []byte("===== chaos: start #")); i >= 0 {
+		b = b[i:]
+	}
+	acq := []byte(fmt.Sprintf("partition acquired: node=%s partition=%d ", n.id, p))
+	gaveUp := []byte(fmt.Sprintf("giving up partition: node=%s partition=%d ", n.id, p))
+	last := bytes.LastIndex(b, acq)
+	if last < 0 {
+		return false
+	}
+	if bytes.LastIndex(b, gaveUp) > last {
+		return false
+	}
+	for _, marker := range []string{"partitions revoked: node=", "partitions lost: "} {
+		for rest, off := b[last:], 0; ; {
+			i := bytes.Index(rest[off:], []byte(marker))
+			if i < 0 {
+				break
+			}
+			line := rest[off+i:]
+			if j := bytes.IndexByte(line, '\n'); j >= 0 {
+				line = line[:j]
+			}
+			if listHas(line, p) {
+				return false
+			}
+			off += i + len(marker)
+		}
+	}
+	return true
+}
+
+// listHas reports whether a log line's "partitions=[a, b, c]" list holds p.
+func listHas(line []byte, p int32) bool {
+	i := bytes.Index(line, []byte("partitions=["))
+	if i < 0 {
+		return false
+	}
+	list := line[i+len("partitions=["):]
+	if j := bytes.IndexByte(list, ']'); j >= 0 {
+		list = list[:j]
+	}
+	for _, f := range bytes.Split(list, []byte(",")) {
+		if string(bytes.TrimSpace(f)) == strconv.Itoa(int(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownerHint returns the one node whose log claims partition p, or nil.
+func (cc *chaosCluster) ownerHint(p int32) *chaosNode {
+	var found *chaosNode
+	for _, n := range cc.nodes {
+		if n.claimsPartition(p) {
+			if found != nil {
+				return nil
+			}
+			found = n
+		}
+	}
+	return found
+}

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -299,83 +301,126 @@ func explainViolations(ops []*chaosOp) []string {
 	for _, o := range ops {
 		byKey[o.key()] = append(byKey[o.key()], o)
 	}
-	var out []string
 	keys := make([]string, 0, len(byKey))
 	for k := range byKey {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var out []string
 	for _, k := range keys {
-		es := byKey[k]
-		attempted := map[string]*chaosOp{}
-		for _, o := range es {
-			if o.Write {
-				attempted[o.Product] = o
+		out = append(out, explainEntity(k, byKey[k])...)
+	}
+	return out
+}
+
+// explainEntity checks one cart's operations in O(reads × items).
+func explainEntity(k string, es []*chaosOp) []string {
+	var out []string
+	const perKind = 5 // reports of one kind per cart
+	counts := map[string]int{}
+	report := func(kind, format string, args ...any) {
+		counts[kind]++
+		if counts[kind] <= perKind {
+			out = append(out, fmt.Sprintf("%s: %s: ", k, kind)+fmt.Sprintf(format, args...))
+		}
+	}
+	attempted := map[string]*chaosOp{}
+	var acked []*chaosOp // acknowledged adds by return time
+	var reads []*chaosOp // acknowledged reads by call time
+	for _, o := range es {
+		switch {
+		case o.Write:
+			attempted[o.Product] = o
+			if o.Outcome == outOK {
+				acked = append(acked, o)
+			}
+		case o.Outcome == outOK:
+			reads = append(reads, o)
+		}
+	}
+	sort.Slice(acked, func(i, j int) bool { return acked[i].Return < acked[j].Return })
+	sort.Slice(reads, func(i, j int) bool { return reads[i].Call < reads[j].Call })
+	ackedAt := map[string]time.Duration{}
+	for _, w := range acked {
+		ackedAt[w.Product] = w.Return
+	}
+	// firstSeen: the earliest return of a read showing the id.
+	firstSeen := map[string]time.Duration{}
+	items := make([][]string, len(reads))
+	for i, r := range reads {
+		for _, id := range splitItems(r.Items) {
+			base, _, _ := strings.Cut(id, "*")
+			items[i] = append(items[i], base)
+			if f, ok := firstSeen[base]; !ok || r.Return < f {
+				firstSeen[base] = r.Return
 			}
 		}
-		var reads []*chaosOp
-		for _, o := range es {
-			if !o.Write && o.Outcome == outOK {
-				reads = append(reads, o)
+	}
+	seenTimes := make([]time.Duration, 0, len(firstSeen))
+	for _, f := range firstSeen {
+		seenTimes = append(seenTimes, f)
+	}
+	sort.Slice(seenTimes, func(i, j int) bool { return seenTimes[i] < seenTimes[j] })
+	for i, r := range reads {
+		for _, id := range splitItems(r.Items) {
+			if base, q, dup := strings.Cut(id, "*"); dup {
+				report("duplicate application", "%s shows %s with quantity %s", r, base, q)
 			}
 		}
-		sort.Slice(reads, func(i, j int) bool { return reads[i].Call < reads[j].Call })
-		for _, r := range reads {
-			seen := map[string]bool{}
-			for _, id := range splitItems(r.Items) {
-				base, _, dup := strings.Cut(id, "*")
-				seen[base] = true
-				if dup {
-					out = append(out, fmt.Sprintf("%s: duplicate application: %s shows %s", k, r, id))
-				}
-				w := attempted[base]
-				switch {
-				case w == nil:
-					out = append(out, fmt.Sprintf("%s: phantom: %s shows %s, which no command added", k, r, base))
-				case w.Outcome == outFail:
-					out = append(out, fmt.Sprintf("%s: definitely-failed add applied: %s shows %s (%s)", k, r, base, w))
-				case w.Call > r.Return:
-					out = append(out, fmt.Sprintf("%s: read from the future: %s shows %s (%s)", k, r, base, w))
-				}
-			}
-			var missing []*chaosOp
-			for _, w := range es {
-				if w.Write && w.Outcome == outOK && w.Return < r.Call && !seen[w.Product] {
-					missing = append(missing, w)
-				}
-			}
-			if len(missing) > 0 {
-				sort.Slice(missing, func(i, j int) bool { return missing[i].Return < missing[j].Return })
-				ex := []string{}
-				for i, w := range missing {
-					if i == 3 {
-						ex = append(ex, fmt.Sprintf("… %d more", len(missing)-3))
-						break
-					}
-					ex = append(ex, w.String())
-				}
-				out = append(out, fmt.Sprintf("%s: stale read: %s misses %d add(s) acknowledged before it was called: %s",
-					k, r, len(missing), strings.Join(ex, "; ")))
+		have := make(map[string]bool, len(items[i]))
+		for _, base := range items[i] {
+			have[base] = true
+			w := attempted[base]
+			switch {
+			case w == nil:
+				report("phantom", "%s shows %s, which no command added", r, base)
+			case w.Outcome == outFail:
+				report("definitely-failed add applied", "%s shows %s (%s)", r, base, w)
+			case w.Call > r.Return:
+				report("read from the future", "%s shows %s (%s)", r, base, w)
 			}
 		}
-		// Monotonic: every id a read returned must be in every read called after it returned.
-		for i, a := range reads {
-			for _, b := range reads[i+1:] {
-				if b.Call <= a.Return {
-					continue
-				}
-				bs := map[string]bool{}
-				for _, id := range splitItems(b.Items) {
-					bs[strings.SplitN(id, "*", 2)[0]] = true
-				}
-				for _, id := range splitItems(a.Items) {
-					id = strings.SplitN(id, "*", 2)[0]
-					if !bs[id] {
-						out = append(out, fmt.Sprintf("%s: non-monotonic reads: %s shows %s, later %s does not", k, a, id, b))
-						break
-					}
+		// Stale read: every add acknowledged before the read was called must be in it.
+		need := sort.Search(len(acked), func(j int) bool { return acked[j].Return >= r.Call })
+		got := 0
+		for _, base := range items[i] {
+			if at, ok := ackedAt[base]; ok && at < r.Call {
+				got++
+			}
+		}
+		if got < need {
+			var missing []string
+			for _, w := range acked[:need] {
+				if !have[w.Product] {
+					missing = append(missing, w.String())
 				}
 			}
+			ex := missing[max(0, len(missing)-3):] // the latest ones
+			report("stale read", "%s misses %d add(s) acknowledged before it was called, the latest: %s",
+				r, len(missing), strings.Join(ex, "; "))
+		}
+		// Monotonic: every id a read returned before this read was called must be in it.
+		need = sort.Search(len(seenTimes), func(j int) bool { return seenTimes[j] >= r.Call })
+		got = 0
+		for _, base := range items[i] {
+			if f, ok := firstSeen[base]; ok && f < r.Call {
+				got++
+			}
+		}
+		if got < need {
+			var missing []string
+			for id, f := range firstSeen {
+				if f < r.Call && !have[id] {
+					missing = append(missing, id)
+				}
+			}
+			sort.Strings(missing)
+			report("non-monotonic reads", "%s misses %d id(s) an earlier read returned, e.g. %s", r, len(missing), missing[0])
+		}
+	}
+	for kind, n := range counts {
+		if n > perKind {
+			out = append(out, fmt.Sprintf("%s: %s: … %d more", k, kind, n-perKind))
 		}
 	}
 	return out
@@ -396,7 +441,61 @@ func writeOps(path string, ops []*chaosOp) error {
 		}
 		b.WriteByte('\n')
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	// The same as JSON lines, for TestChaosHistory.
+	var j bytes.Buffer
+	enc := json.NewEncoder(&j)
+	for _, o := range sorted {
+		if err := enc.Encode(o); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(strings.TrimSuffix(path, ".txt")+".jsonl", j.Bytes(), 0o644)
+}
+
+// readOps reads a history written by writeOps (the .jsonl file).
+func readOps(path string) ([]*chaosOp, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var ops []*chaosOp
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for dec.More() {
+		var o chaosOp
+		if err := dec.Decode(&o); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		ops = append(ops, &o)
+	}
+	return ops, nil
+}
+
+// TestChaosHistory re-checks a history TestChaos wrote (KSTATE_CHAOS_HISTORY=…/history.jsonl):
+// porcupine and the anomaly finder, without a broker. Visualizations go next to the file.
+func TestChaosHistory(t *testing.T) {
+	path := os.Getenv("KSTATE_CHAOS_HISTORY")
+	if path == "" {
+		t.Skip("set KSTATE_CHAOS_HISTORY to a history.jsonl written by TestChaos")
+	}
+	ops, err := readOps(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, e := range explainViolations(ops) {
+		t.Errorf("anomaly: %s", e)
+	}
+	t.Logf("anomaly finder: %d operations in %v", len(ops), time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	for _, r := range checkLinearizable(ops, filepath.Dir(path), 2*time.Minute) {
+		if r.result != porcupine.Ok {
+			t.Errorf("porcupine: %s (%d operations): %s %s", r.key, r.ops, r.result, r.html)
+		}
+	}
+	t.Logf("porcupine: %v", time.Since(start).Round(time.Millisecond))
 }
 
 // percentile of sorted durations.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 	"github.com/kstatehq/kstate/examples/shoppingcart/shoppingcartpb"
 	"github.com/kstatehq/kstate/examples/valuecart/valuecartpb"
@@ -125,6 +126,9 @@ func TestChaos(t *testing.T) {
 
 	h := &history{start: time.Now()}
 	w := &chaosWorkload{cfg: cfg, cc: cc, h: h}
+	var hotParts []int32
+	w.all, w.hot, hotParts = chooseEntities(cfg)
+	t.Logf("chaos: %d+%d carts; hot carts %v %v on partitions %v", len(w.all[kindES]), len(w.all[kindValue]), w.hot[kindES], w.hot[kindValue], hotParts)
 	w.phase.Store("chaos")
 	stopClients := make(chan struct{})
 	var clientsWG sync.WaitGroup
@@ -151,7 +155,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Nemesis.
-	nem := &nemesis{t: t, cc: cc, h: h, rng: rand.New(rand.NewSource(cfg.seed)), session: cfg.session}
+	nem := &nemesis{t: t, cc: cc, h: h, rng: rand.New(rand.NewSource(cfg.seed)), session: cfg.session, hotParts: hotParts}
 	chaosEnd := h.now() + cfg.duration
 	nem.run(chaosEnd)
 
@@ -238,23 +242,57 @@ type chaosWorkload struct {
 	h     *history
 	phase atomic.Value // string
 	okOps atomic.Int64
+	all   map[string][]string // kind → every cart
+	hot   map[string][]string // kind → the hot carts
 }
 
-func (w *chaosWorkload) entityName(kind string, i int) string {
+func entityName(kind string, i int) string {
 	if kind == kindES {
 		return fmt.Sprintf("es-cart-%d", i)
 	}
 	return fmt.Sprintf("vc-cart-%d", i)
 }
 
-// pickEntity: half of the operations go to four hot carts of the kind (more contention, longer
-// histories where anomalies show), the rest spread over all carts.
-func (w *chaosWorkload) pickEntity(rng *rand.Rand, kind string) string {
-	hot := min(4, w.cfg.entities)
-	if rng.Intn(2) == 0 {
-		return w.entityName(kind, rng.Intn(hot))
+// chooseEntities names the carts: cfg.entities of each kind, plus hot carts. The hot carts, four
+// of each kind, all live on two partitions (those of es-cart-0 and vc-cart-0), so those two
+// partitions commit nearly all the time: a SIGSTOP of their owner then often freezes it with a
+// transaction in flight, the case where a zombie's read lease is renewed by a commit that
+// returns after the pause (RELIABILITY.md F2).
+func chooseEntities(cfg chaosConfig) (all, hot map[string][]string, hotParts []int32) {
+	all, hot = map[string][]string{}, map[string][]string{}
+	hotSet := map[int32]bool{
+		broker.Partition([]byte(entityName(kindES, 0)), cfg.partitions):    true,
+		broker.Partition([]byte(entityName(kindValue, 0)), cfg.partitions): true,
 	}
-	return w.entityName(kind, rng.Intn(w.cfg.entities))
+	for p := range hotSet {
+		hotParts = append(hotParts, p)
+	}
+	sort.Slice(hotParts, func(i, j int) bool { return hotParts[i] < hotParts[j] })
+	for _, kind := range []string{kindES, kindValue} {
+		for i := 0; i < cfg.entities; i++ {
+			all[kind] = append(all[kind], entityName(kind, i))
+		}
+		for i := 0; i < 100_000 && len(hot[kind]) < 4; i++ {
+			name := entityName(kind, i)
+			if hotSet[broker.Partition([]byte(name), cfg.partitions)] {
+				hot[kind] = append(hot[kind], name)
+				if i >= cfg.entities {
+					all[kind] = append(all[kind], name)
+				}
+			}
+		}
+	}
+	return all, hot, hotParts
+}
+
+// pickEntity: half of the operations go to the hot carts of the kind (contention, busy
+// partitions, longer histories where anomalies show), the rest spread over all carts.
+func (w *chaosWorkload) pickEntity(rng *rand.Rand, kind string) string {
+	if hot := w.hot[kind]; len(hot) > 0 && rng.Intn(2) == 0 {
+		return hot[rng.Intn(len(hot))]
+	}
+	all := w.all[kind]
+	return all[rng.Intn(len(all))]
 }
 
 // client runs operations back to back until stop closes (or a count bound is reached). After an
@@ -356,9 +394,9 @@ func (w *chaosWorkload) finalReads(t *testing.T, within time.Duration) map[strin
 	client := w.cfg.clients // a client id of its own
 	try := 0
 	for _, kind := range []string{kindES, kindValue} {
-		for i := 0; i < w.cfg.entities; i++ {
+		for _, name := range w.all[kind] {
 			for {
-				op := &chaosOp{Client: client, Kind: kind, Entity: w.entityName(kind, i)}
+				op := &chaosOp{Client: client, Kind: kind, Entity: name}
 				w.do(w.cc.nodes[try%len(w.cc.nodes)], op, 5*time.Second)
 				try++
 				if op.Outcome == outOK {
@@ -393,6 +431,8 @@ type nemesis struct {
 	rng     *rand.Rand
 	session time.Duration
 	events  []nemesisEvent
+	// hotParts are the partitions of the hot carts.
+	hotParts []int32
 }
 
 // run injects one fault at a time until end (history time), each healed before the next, so at
@@ -423,6 +463,14 @@ func (nm *nemesis) run(end time.Duration) {
 			ev.Kind, ev.Hold = "pause", ms(300, int(nm.session.Milliseconds())/2)
 		default:
 			ev.Kind = "restart"
+		}
+		if ev.Kind == "pause-long" && len(nm.hotParts) > 0 && nm.rng.Intn(3) > 0 {
+			// Mostly freeze the owner of a hot partition: it is the likeliest to be committing.
+			p := nm.hotParts[nm.rng.Intn(len(nm.hotParts))]
+			if o := nm.cc.ownerHint(p); o != nil {
+				n = o
+				ev.Node = n.id + fmt.Sprintf("(owner of p%d)", p)
+			}
 		}
 		ev.Start = nm.h.now()
 		switch ev.Kind {
