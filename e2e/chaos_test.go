@@ -25,15 +25,16 @@ import (
 
 // chaosConfig is TestChaos's configuration; every field has an environment variable.
 type chaosConfig struct {
-	seed       int64         // KSTATE_CHAOS_SEED: nemesis schedule and client choices
-	duration   time.Duration // KSTATE_CHAOS_DURATION: the nemesis phase
-	postHeal   time.Duration // KSTATE_CHAOS_POSTHEAL: the phase after heal
-	clients    int           // KSTATE_CHAOS_CLIENTS
-	entities   int           // KSTATE_CHAOS_ENTITIES: carts of each kind
-	partitions int32         // KSTATE_CHAOS_PARTITIONS
-	session    time.Duration // KSTATE_CHAOS_SESSION: the nodes' group session timeout
-	opTimeout  time.Duration // KSTATE_CHAOS_OP_TIMEOUT: client deadline per operation
-	outDir     string        // KSTATE_CHAOS_OUT: where logs, history and visualizations go
+	seed       int64           // KSTATE_CHAOS_SEED: nemesis schedule and client choices
+	duration   time.Duration   // KSTATE_CHAOS_DURATION: the nemesis phase
+	postHeal   time.Duration   // KSTATE_CHAOS_POSTHEAL: the phase after heal
+	clients    int             // KSTATE_CHAOS_CLIENTS
+	entities   int             // KSTATE_CHAOS_ENTITIES: carts of each kind
+	partitions int32           // KSTATE_CHAOS_PARTITIONS
+	session    time.Duration   // KSTATE_CHAOS_SESSION: the nodes' group session timeout
+	opTimeout  time.Duration   // KSTATE_CHAOS_OP_TIMEOUT: client deadline per operation
+	outDir     string          // KSTATE_CHAOS_OUT: where logs, history and visualizations go
+	faults     map[string]bool // KSTATE_CHAOS_FAULTS: comma-separated fault kinds (default all)
 }
 
 func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
@@ -71,6 +72,24 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 		session:    envDuration(t, "KSTATE_CHAOS_SESSION", 3*time.Second),
 		opTimeout:  envDuration(t, "KSTATE_CHAOS_OP_TIMEOUT", 2*time.Second),
 		outDir:     os.Getenv("KSTATE_CHAOS_OUT"),
+	}
+	cfg.faults = map[string]bool{}
+	for _, f := range faultWeights {
+		cfg.faults[f.kind] = true
+	}
+	if v := os.Getenv("KSTATE_CHAOS_FAULTS"); v != "" {
+		cfg.faults = map[string]bool{}
+		for _, k := range strings.Split(v, ",") {
+			k = strings.TrimSpace(k)
+			known := false
+			for _, f := range faultWeights {
+				known = known || f.kind == k
+			}
+			if !known {
+				t.Fatalf("KSTATE_CHAOS_FAULTS: unknown fault %q (kinds: kill9, pause-long, restart-pause, pause, restart)", k)
+			}
+			cfg.faults[k] = true
+		}
 	}
 	if cfg.clients < 1 || cfg.clients > 64 || cfg.entities < 1 || cfg.entities > 1000 || cfg.partitions < 1 || cfg.partitions > 256 {
 		t.Fatalf("chaos configuration out of range: %+v", cfg)
@@ -115,8 +134,14 @@ func TestChaos(t *testing.T) {
 			t.Logf("chaos output (node logs, history, visualizations): %s", cfg.outDir)
 		}
 	})
-	t.Logf("chaos: seed %d (replay with KSTATE_CHAOS_SEED=%d), nemesis %v, post-heal %v, %d clients, %d carts of each kind, %d partitions, session %v, op timeout %v",
-		cfg.seed, cfg.seed, cfg.duration, cfg.postHeal, cfg.clients, cfg.entities, cfg.partitions, cfg.session, cfg.opTimeout)
+	var faults []string
+	for _, f := range faultWeights {
+		if cfg.faults[f.kind] {
+			faults = append(faults, f.kind)
+		}
+	}
+	t.Logf("chaos: seed %d (replay with KSTATE_CHAOS_SEED=%d), nemesis %v (%s), post-heal %v, %d clients, %d carts of each kind, %d partitions, session %v, op timeout %v",
+		cfg.seed, cfg.seed, cfg.duration, strings.Join(faults, ","), cfg.postHeal, cfg.clients, cfg.entities, cfg.partitions, cfg.session, cfg.opTimeout)
 
 	c := &cluster{t: t, brokers: kafkatest.Cluster(t), app: kafkatest.Unique(t, "chaos"), partitions: cfg.partitions}
 	cc := newChaosCluster(t, c, 3, cfg.session, cfg.outDir)
@@ -155,7 +180,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Nemesis.
-	nem := &nemesis{t: t, cc: cc, h: h, rng: rand.New(rand.NewSource(cfg.seed)), session: cfg.session, hotParts: hotParts}
+	nem := &nemesis{t: t, cc: cc, h: h, rng: rand.New(rand.NewSource(cfg.seed)), session: cfg.session, hotParts: hotParts, allowed: cfg.faults}
 	chaosEnd := h.now() + cfg.duration
 	nem.run(chaosEnd)
 
@@ -433,6 +458,40 @@ type nemesis struct {
 	events  []nemesisEvent
 	// hotParts are the partitions of the hot carts.
 	hotParts []int32
+	allowed  map[string]bool // fault kinds to draw from
+}
+
+// faultWeights is the default mix of faults (percent).
+var faultWeights = []struct {
+	kind   string
+	weight int
+}{
+	{"kill9", 20},
+	{"pause-long", 40},
+	{"restart-pause", 12},
+	{"pause", 12},
+	{"restart", 16},
+}
+
+// pickFault draws a fault kind by weight, among the kinds KSTATE_CHAOS_FAULTS allows.
+func (nm *nemesis) pickFault() string {
+	total := 0
+	for _, f := range faultWeights {
+		if nm.allowed[f.kind] {
+			total += f.weight
+		}
+	}
+	r := nm.rng.Intn(total)
+	for _, f := range faultWeights {
+		if !nm.allowed[f.kind] {
+			continue
+		}
+		if r < f.weight {
+			return f.kind
+		}
+		r -= f.weight
+	}
+	panic("unreachable")
 }
 
 // run injects one fault at a time until end (history time), each healed before the next, so at
@@ -448,28 +507,29 @@ func (nm *nemesis) run(end time.Duration) {
 		time.Sleep(quiet) // the schedule's gap between faults
 		n := nm.cc.nodes[nm.rng.Intn(len(nm.cc.nodes))]
 		ev := nemesisEvent{Node: n.id}
-		switch r := nm.rng.Intn(100); {
-		case r < 20:
-			ev.Kind, ev.Hold = "kill9", ms(500, 4000)
-		case r < 55:
+		ev.Kind = nm.pickFault()
+		switch ev.Kind {
+		case "kill9":
+			ev.Hold = ms(500, 4000)
+		case "pause-long":
 			// Past the session timeout: the group moves the partitions while the process is
 			// frozen mid-whatever (a commit in flight, say), and it resumes as a zombie.
-			ev.Kind, ev.Hold = "pause-long", nm.session+ms(1000, 3000)
-		case r < 70:
+			ev.Hold = nm.session + ms(1000, 3000)
+		case "restart-pause":
 			// A restarted node frozen as soon as it is assigned partitions, while it fences
 			// and restores them: it resumes as a zombie that just finished a restore.
-			ev.Kind, ev.Hold = "restart-pause", nm.session+ms(1000, 3000)
-		case r < 82:
-			ev.Kind, ev.Hold = "pause", ms(300, int(nm.session.Milliseconds())/2)
-		default:
-			ev.Kind = "restart"
+			ev.Hold = nm.session + ms(1000, 3000)
+		case "pause":
+			ev.Hold = ms(300, int(nm.session.Milliseconds())/2)
 		}
 		if ev.Kind == "pause-long" && len(nm.hotParts) > 0 && nm.rng.Intn(3) > 0 {
 			// Mostly freeze the owner of a hot partition: it is the likeliest to be committing.
 			p := nm.hotParts[nm.rng.Intn(len(nm.hotParts))]
 			if o := nm.cc.ownerHint(p); o != nil {
 				n = o
-				ev.Node = n.id + fmt.Sprintf("(owner of p%d)", p)
+				ev.Node = fmt.Sprintf("%s(owner of p%d)", n.id, p)
+			} else {
+				ev.Node = fmt.Sprintf("%s(p%d: no owner hint)", n.id, p)
 			}
 		}
 		ev.Start = nm.h.now()
