@@ -180,7 +180,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Nemesis.
-	nem := &nemesis{t: t, cc: cc, h: h, rng: rand.New(rand.NewSource(cfg.seed)), session: cfg.session, hotParts: hotParts, allowed: cfg.faults}
+	nem := &nemesis{t: t, cc: cc, h: h, rng: rand.New(rand.NewSource(cfg.seed)), session: cfg.session, hotParts: hotParts, allowed: cfg.faults, w: w}
 	chaosEnd := h.now() + cfg.duration
 	nem.run(chaosEnd)
 
@@ -447,6 +447,7 @@ type nemesisEvent struct {
 	Start   time.Duration // fault injected
 	Healed  time.Duration // process restarted or resumed
 	Serving time.Duration // the node reported SERVING again (0: not waited for)
+	Probes  int           // pause-long: reads sent to the frozen node (see nemesis.probe)
 }
 
 type nemesis struct {
@@ -459,6 +460,45 @@ type nemesis struct {
 	// hotParts are the partitions of the hot carts.
 	hotParts []int32
 	allowed  map[string]bool // fault kinds to draw from
+	w        *chaosWorkload  // for the probes
+}
+
+// probe spends the pause of node z: once the group has had time to move z's partitions (the
+// session timeout plus a margin), it sends reads of the hot carts to the frozen z, one every
+// 50 ms, each with a deadline past the pause. They wait in z's socket and are answered when z
+// resumes, when z still believes it owns its old partitions; an answer from memory misses the
+// adds the new owner acknowledged meanwhile, and porcupine sees a stale read. It returns after
+// hold (the pause's length) with the probes still running; wg waits for them.
+func (nm *nemesis) probe(z *chaosNode, hold time.Duration, wg *sync.WaitGroup) int {
+	start := time.Now()
+	// A generator of its own: how many probes fit in the pause depends on timing, and the
+	// nemesis schedule must depend on the seed only.
+	rng := rand.New(rand.NewSource(nm.rng.Int63()))
+	from := min(hold, nm.session+700*time.Millisecond)
+	time.Sleep(from) // the schedule: probes start late in the pause
+	var hot []chaosOp
+	for _, kind := range []string{kindES, kindValue} {
+		for _, e := range nm.w.hot[kind] {
+			hot = append(hot, chaosOp{Kind: kind, Entity: e})
+		}
+	}
+	n := 0
+	for i := 0; i < 200 && time.Since(start) < hold; i++ {
+		op := hot[rng.Intn(len(hot))]
+		op.Client = nm.w.cfg.clients + 1 // the prober's client id
+		deadline := hold - time.Since(start) + nm.w.cfg.opTimeout
+		wg.Add(1)
+		go func(op chaosOp) {
+			defer wg.Done()
+			nm.w.do(z, &op, deadline)
+		}(op)
+		n++
+		time.Sleep(50 * time.Millisecond) // the probes' pace
+	}
+	if rest := hold - time.Since(start); rest > 0 {
+		time.Sleep(rest) // the rest of the pause
+	}
+	return n
 }
 
 // faultWeights is the default mix of faults (percent).
@@ -543,11 +583,17 @@ func (nm *nemesis) run(end time.Duration) {
 				nm.t.Errorf("SIGSTOP %s: %v", n.id, err)
 			}
 			n.setState(nodePaused)
-			time.Sleep(ev.Hold) // the fault's length
+			var probes sync.WaitGroup
+			if ev.Kind == "pause-long" && nm.w != nil && len(nm.w.hot) > 0 {
+				ev.Probes = nm.probe(n, ev.Hold, &probes)
+			} else {
+				time.Sleep(ev.Hold) // the fault's length
+			}
 			if err := n.signal(syscall.SIGCONT); err != nil {
 				nm.t.Errorf("SIGCONT %s: %v", n.id, err)
 			}
 			n.setState(nodeStarted)
+			probes.Wait() // each probe is bounded by its deadline
 		case "restart":
 			n.terminate(nm.t, 30*time.Second)
 			nm.cc.start(n)
@@ -573,7 +619,7 @@ func (nm *nemesis) run(end time.Duration) {
 		err := n.waitServing(90 * time.Second)
 		ev.Serving = nm.h.now()
 		nm.events = append(nm.events, ev)
-		nm.t.Logf("nemesis: %-10s %s at %s, hold %v, healed %s, SERVING %s", ev.Kind, ev.Node, fmtDur(ev.Start), ev.Hold.Round(time.Millisecond), fmtDur(ev.Healed), fmtDur(ev.Serving))
+		nm.t.Logf("nemesis: %-10s %s at %s, hold %v, healed %s, SERVING %s, probes %d", ev.Kind, ev.Node, fmtDur(ev.Start), ev.Hold.Round(time.Millisecond), fmtDur(ev.Healed), fmtDur(ev.Serving), ev.Probes)
 		if err != nil {
 			nm.t.Errorf("nemesis: %v", err)
 			return
@@ -657,8 +703,11 @@ func summarizeNemesis(b *strings.Builder, events []nemesisEvent, ops []*chaosOp,
 				}
 			}
 		}
-		line := fmt.Sprintf("  %-10s %s at %8s hold %6s healed +%6s SERVING +%6s", ev.Kind, ev.Node, fmtDur(ev.Start),
+		line := fmt.Sprintf("  %-13s %-20s at %8s hold %6s healed +%6s SERVING +%6s", ev.Kind, ev.Node, fmtDur(ev.Start),
 			ev.Hold.Round(time.Millisecond), (ev.Healed - ev.Start).Round(time.Millisecond), (ev.Serving - ev.Start).Round(time.Millisecond))
+		if ev.Probes > 0 {
+			line += fmt.Sprintf(" probes %d", ev.Probes)
+		}
 		if len(firstFail) == 0 {
 			b.WriteString(line + "  no operation failed\n")
 			continue
