@@ -35,6 +35,8 @@ type chaosConfig struct {
 	opTimeout  time.Duration   // KSTATE_CHAOS_OP_TIMEOUT: client deadline per operation
 	outDir     string          // KSTATE_CHAOS_OUT: where logs, history and visualizations go
 	faults     map[string]bool // KSTATE_CHAOS_FAULTS: comma-separated fault kinds (default all)
+	hotPct     int             // KSTATE_CHAOS_HOT: percent of operations on the hot carts
+	writePct   int             // KSTATE_CHAOS_WRITES: percent of adds among fresh operations
 }
 
 func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
@@ -72,6 +74,8 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 		session:    envDuration(t, "KSTATE_CHAOS_SESSION", 3*time.Second),
 		opTimeout:  envDuration(t, "KSTATE_CHAOS_OP_TIMEOUT", 2*time.Second),
 		outDir:     os.Getenv("KSTATE_CHAOS_OUT"),
+		hotPct:     int(envInt(t, "KSTATE_CHAOS_HOT", 50)),
+		writePct:   int(envInt(t, "KSTATE_CHAOS_WRITES", 50)),
 	}
 	cfg.faults = map[string]bool{}
 	for _, f := range faultWeights {
@@ -90,6 +94,9 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 			}
 			cfg.faults[k] = true
 		}
+	}
+	if cfg.hotPct < 0 || cfg.hotPct > 100 || cfg.writePct < 0 || cfg.writePct > 100 {
+		t.Fatalf("KSTATE_CHAOS_HOT and KSTATE_CHAOS_WRITES are percentages: %d, %d", cfg.hotPct, cfg.writePct)
 	}
 	if cfg.clients < 1 || cfg.clients > 64 || cfg.entities < 1 || cfg.entities > 1000 || cfg.partitions < 1 || cfg.partitions > 256 {
 		t.Fatalf("chaos configuration out of range: %+v", cfg)
@@ -140,8 +147,8 @@ func TestChaos(t *testing.T) {
 			faults = append(faults, f.kind)
 		}
 	}
-	t.Logf("chaos: seed %d (replay with KSTATE_CHAOS_SEED=%d), nemesis %v (%s), post-heal %v, %d clients, %d carts of each kind, %d partitions, session %v, op timeout %v",
-		cfg.seed, cfg.seed, cfg.duration, strings.Join(faults, ","), cfg.postHeal, cfg.clients, cfg.entities, cfg.partitions, cfg.session, cfg.opTimeout)
+	t.Logf("chaos: seed %d (replay with KSTATE_CHAOS_SEED=%d), nemesis %v (%s), post-heal %v, %d clients, %d carts of each kind, %d partitions, session %v, op timeout %v, %d%% on hot carts, %d%% adds",
+		cfg.seed, cfg.seed, cfg.duration, strings.Join(faults, ","), cfg.postHeal, cfg.clients, cfg.entities, cfg.partitions, cfg.session, cfg.opTimeout, cfg.hotPct, cfg.writePct)
 
 	c := &cluster{t: t, brokers: kafkatest.Cluster(t), app: kafkatest.Unique(t, "chaos"), partitions: cfg.partitions}
 	cc := newChaosCluster(t, c, 3, cfg.session, cfg.outDir)
@@ -313,7 +320,7 @@ func chooseEntities(cfg chaosConfig) (all, hot map[string][]string, hotParts []i
 // pickEntity: half of the operations go to the hot carts of the kind (contention, busy
 // partitions, longer histories where anomalies show), the rest spread over all carts.
 func (w *chaosWorkload) pickEntity(rng *rand.Rand, kind string) string {
-	if hot := w.hot[kind]; len(hot) > 0 && rng.Intn(2) == 0 {
+	if hot := w.hot[kind]; len(hot) > 0 && rng.Intn(100) < w.cfg.hotPct {
 		return hot[rng.Intn(len(hot))]
 	}
 	all := w.all[kind]
@@ -341,7 +348,7 @@ func (w *chaosWorkload) client(id int, rng *rand.Rand, stop <-chan struct{}) {
 				op.Kind = kindValue
 			}
 			op.Entity = w.pickEntity(rng, op.Kind)
-			if rng.Intn(2) == 0 {
+			if rng.Intn(100) < w.cfg.writePct {
 				op.Write = true
 				op.Product = fmt.Sprintf("c%d-%d", id, seq)
 			}
@@ -573,6 +580,7 @@ func (nm *nemesis) run(end time.Duration) {
 			}
 		}
 		ev.Start = nm.h.now()
+		var healed time.Duration
 		switch ev.Kind {
 		case "kill9":
 			n.kill9(nm.t)
@@ -593,6 +601,7 @@ func (nm *nemesis) run(end time.Duration) {
 				nm.t.Errorf("SIGCONT %s: %v", n.id, err)
 			}
 			n.setState(nodeStarted)
+			healed = nm.h.now()
 			probes.Wait() // each probe is bounded by its deadline
 		case "restart":
 			n.terminate(nm.t, 30*time.Second)
@@ -615,7 +624,10 @@ func (nm *nemesis) run(end time.Duration) {
 			}
 			n.setState(nodeStarted)
 		}
-		ev.Healed = nm.h.now()
+		ev.Healed = healed
+		if ev.Healed == 0 {
+			ev.Healed = nm.h.now()
+		}
 		err := n.waitServing(90 * time.Second)
 		ev.Serving = nm.h.now()
 		nm.events = append(nm.events, ev)
