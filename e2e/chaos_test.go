@@ -686,8 +686,9 @@ func summarizeOps(b *strings.Builder, ops []*chaosOp) {
 }
 
 // summarizeNemesis lists the faults with their recovery times: from the fault until the first
-// acknowledged operation on a cart that had a failed or indeterminate operation after the fault,
-// and until every such cart had been served again.
+// acknowledged operation on a cart that had a failed or indeterminate operation after the fault
+// (called after it, returned before the next fault), and until every such cart had been served
+// again.
 func summarizeNemesis(b *strings.Builder, events []nemesisEvent, ops []*chaosOp, healAt time.Duration) {
 	fmt.Fprintf(b, "nemesis events: %d\n", len(events))
 	byKind := map[string]int{}
@@ -700,7 +701,9 @@ func summarizeNemesis(b *strings.Builder, events []nemesisEvent, ops []*chaosOp,
 		}
 		firstFail := map[string]time.Duration{}
 		for _, o := range ops {
-			if o.Outcome != outOK && o.Call >= ev.Start && o.Call < end {
+			// Failed after this fault and before the next one began (an operation still in
+			// flight when the next fault starts may be that one's).
+			if o.Outcome != outOK && o.Call >= ev.Start && o.Return < end {
 				if f, ok := firstFail[o.key()]; !ok || o.Call < f {
 					firstFail[o.key()] = o.Call
 				}
