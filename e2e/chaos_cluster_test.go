@@ -280,18 +280,44 @@ func (cc *chaosCluster) waitAllServing(within time.Duration) (time.Duration, err
 // about p since its latest start is "partition acquired", not a revocation or a give-up. It reads
 // logs, so it is a hint for the nemesis, not a fact about the group.
 func (n *chaosNode) claimsPartition(p int32) bool {
+	b, err := n.currentLog()
+	return err == nil && claims(b, n.id, p)
+}
+
+// claimedPartitions lists the partitions among 0..parts-1 the node's log says it holds now.
+func (n *chaosNode) claimedPartitions(parts int32) []int32 {
+	b, err := n.currentLog()
+	if err != nil {
+		return nil
+	}
+	var out []int32
+	for p := int32(0); p < parts; p++ {
+		if claims(b, n.id, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// currentLog returns the node's log since its latest start.
+func (n *chaosNode) currentLog() ([]byte, error) {
 	n.mu.Lock()
 	path := n.logPath
 	n.mu.Unlock()
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return false
+		return nil, err
 	}
 	if i := bytes.LastIndex(b, []byte("===== chaos: start #")); i >= 0 {
 		b = b[i:]
 	}
-	acq := []byte(fmt.Sprintf("partition acquired: node=%s partition=%d ", n.id, p))
-	gaveUp := []byte(fmt.Sprintf("giving up partition: node=%s partition=%d ", n.id, p))
+	return b, nil
+}
+
+// claims reports whether log b (of node id) says the node holds p: see claimsPartition.
+func claims(b []byte, id string, p int32) bool {
+	acq := []byte(fmt.Sprintf("partition acquired: node=%s partition=%d ", id, p))
+	gaveUp := []byte(fmt.Sprintf("giving up partition: node=%s partition=%d ", id, p))
 	last := bytes.LastIndex(b, acq)
 	if last < 0 {
 		return false

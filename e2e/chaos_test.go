@@ -471,8 +471,9 @@ type nemesis struct {
 }
 
 // probe spends the pause of node z: once the group has had time to move z's partitions (the
-// session timeout plus a margin), it sends reads of the hot carts to the frozen z, one every
-// 50 ms, each with a deadline past the pause. They wait in z's socket and are answered when z
+// session timeout plus a margin), it sends reads of the carts on the partitions z held (the hot
+// carts if its log does not say) to the frozen z, one every 50 ms, each with a deadline past the
+// pause. They wait in z's socket and are answered when z
 // resumes, when z still believes it owns its old partitions; an answer from memory misses the
 // adds the new owner acknowledged meanwhile, and porcupine sees a stale read. It returns after
 // hold (the pause's length) with the probes still running; wg waits for them.
@@ -483,10 +484,25 @@ func (nm *nemesis) probe(z *chaosNode, hold time.Duration, wg *sync.WaitGroup) i
 	rng := rand.New(rand.NewSource(nm.rng.Int63()))
 	from := min(hold, nm.session+700*time.Millisecond)
 	time.Sleep(from) // the schedule: probes start late in the pause
+	// Read the carts of the partitions z held when it froze (its log says which); without
+	// that hint, the hot carts.
 	var hot []chaosOp
+	owned := map[int32]bool{}
+	for _, p := range z.claimedPartitions(nm.w.cfg.partitions) {
+		owned[p] = true
+	}
 	for _, kind := range []string{kindES, kindValue} {
-		for _, e := range nm.w.hot[kind] {
-			hot = append(hot, chaosOp{Kind: kind, Entity: e})
+		for _, e := range nm.w.all[kind] {
+			if owned[broker.Partition([]byte(e), nm.w.cfg.partitions)] {
+				hot = append(hot, chaosOp{Kind: kind, Entity: e})
+			}
+		}
+	}
+	if len(hot) == 0 {
+		for _, kind := range []string{kindES, kindValue} {
+			for _, e := range nm.w.hot[kind] {
+				hot = append(hot, chaosOp{Kind: kind, Entity: e})
+			}
 		}
 	}
 	n := 0
