@@ -122,6 +122,8 @@ func (cc *chaosCluster) start(n *chaosNode) int64 {
 	fmt.Fprintf(n.logf, "===== chaos: start #%d of %s at %s =====\n", n.starts, n.id, time.Now().Format(time.StampMicro))
 	cmd := exec.Command(kstateBin, cc.args(n)...)
 	cmd.Stdout, cmd.Stderr = n.logf, n.logf
+	// If the test process dies (go test's -timeout panics past every cleanup), so do the nodes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", n.id, err)
 	}
