@@ -208,12 +208,13 @@ do_start() {
 		"$SCRIPT_DIR/kafka/server.properties.template" >"$CONF_FILE"
 
 	# A cluster id is 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints).
+	# It starts with '-' one time in 64: passed as --cluster-id=ID, never as a separate argument.
 	local cluster_id
 	cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
 	local -a jvm_common=(-cp "$libs/*" -Djava.awt.headless=true
 		"-Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.properties")
 	if ! java -Xmx256m "${jvm_common[@]}" kafka.tools.StorageTool format \
-		-t "$cluster_id" -c "$CONF_FILE" >"$STATE/format.log" 2>&1; then
+		--cluster-id="$cluster_id" -c "$CONF_FILE" >"$STATE/format.log" 2>&1; then
 		cat "$STATE/format.log" >&2
 		die "formatting KRaft storage in $DATA_DIR failed (see above)"
 	fi
