@@ -247,6 +247,11 @@ func (c Config) CommandsTopic() string { return c.ns() + "." + c.app() + ".comma
 // OwnersTopic is the app's compacted partition-ownership topic: "<ns>.<app>.owners".
 func (c Config) OwnersTopic() string { return c.ns() + "." + c.app() + ".owners" }
 
+// DeadLettersTopic is "<ns>.<app>.dead-letters": records a restore rejected (malformed, out of
+// sequence), copied with their origin and the reason in headers, so no bad record wedges a
+// partition.
+func (c Config) DeadLettersTopic() string { return c.ns() + "." + c.app() + ".dead-letters" }
+
 // ClaimsTopic is "<ns>.claims": the namespace's registry of persistence ids. The first record
 // keyed by a persistence id names the app whose fenced producers alone write that id's topics.
 func (c Config) ClaimsTopic() string { return c.ns() + ".claims" }

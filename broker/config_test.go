@@ -107,14 +107,15 @@ func TestAppTopics(t *testing.T) {
 		retainMs string
 	}
 	wants := map[string]want{
-		"kstate.es.events":    {Events, 16, "delete", "-1"},
-		"kstate.es.snapshots": {Snapshots, 16, "compact", ""},
-		"kstate.v.state":      {State, 16, "compact", ""},
-		"kstate.c.crdt":       {Crdt, 16, "delete", "604800000"},
-		"kstate.c.crdt-state": {CrdtState, 16, "compact", ""},
-		"kstate.app.commands": {Commands, 16, "delete", ""},
-		"kstate.app.owners":   {Owners, 1, "compact", ""},
-		"kstate.claims":       {Claims, 1, "delete", "-1"},
+		"kstate.es.events":        {Events, 16, "delete", "-1"},
+		"kstate.es.snapshots":     {Snapshots, 16, "compact", ""},
+		"kstate.v.state":          {State, 16, "compact", ""},
+		"kstate.c.crdt":           {Crdt, 16, "delete", "604800000"},
+		"kstate.c.crdt-state":     {CrdtState, 16, "compact", ""},
+		"kstate.app.commands":     {Commands, 16, "delete", ""},
+		"kstate.app.owners":       {Owners, 1, "compact", ""},
+		"kstate.claims":           {Claims, 1, "delete", "-1"},
+		"kstate.app.dead-letters": {DeadLetters, 16, "delete", "-1"},
 	}
 	if len(specs) != len(wants) {
 		t.Fatalf("%d specs: %+v", len(specs), specs)

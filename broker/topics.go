@@ -30,10 +30,12 @@ const (
 	Owners
 	// Claims is the namespace's registry of persistence ids (see ClaimPersistenceIDs).
 	Claims
+	// DeadLetters holds quarantined records (Config.DeadLettersTopic).
+	DeadLetters
 )
 
 // String returns the kind's topic-name suffix: "events", "snapshots", "state", "crdt",
-// "crdt-state", "commands", "owners" or "claims".
+// "crdt-state", "commands", "owners", "claims" or "dead-letters".
 func (k TopicKind) String() string {
 	switch k {
 	case Events:
@@ -52,6 +54,8 @@ func (k TopicKind) String() string {
 		return "owners"
 	case Claims:
 		return "claims"
+	case DeadLetters:
+		return "dead-letters"
 	}
 	return "TopicKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -134,7 +138,8 @@ func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 	specs = append(specs,
 		spec(c.CommandsTopic(), Commands, c.Partitions, map[string]string{"cleanup.policy": "delete"}),
 		spec(c.OwnersTopic(), Owners, 1, compact()),
-		spec(c.ClaimsTopic(), Claims, 1, deleteForever()))
+		spec(c.ClaimsTopic(), Claims, 1, deleteForever()),
+		spec(c.DeadLettersTopic(), DeadLetters, c.Partitions, deleteForever()))
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	return specs
 }

@@ -281,3 +281,62 @@ func TestSecondAppCannotWriteAnotherAppsJournal(t *testing.T) {
 		t.Fatalf("Start of a second app: %v, want a ClaimError naming app %s", err, app)
 	}
 }
+
+// A bad record already in Kafka (another producer's, an older version's) used to wedge its
+// partition on every node, forever: restore rejected it, the partition was given up and acquired
+// again, and the restore hit it again. It is quarantined now: skipped, logged, counted and copied
+// to the dead-letter topic with the reason, and the partition serves.
+func TestBadRecordInKafkaIsQuarantined(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, esEntities(0)...)
+	app := kafkatest.Unique(t, "dlq")
+	first, _ := testNode(t, brokers, app, uf.addr) // creates the topics
+	bc := first.cfg.Broker
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := broker.Partition([]byte("cart-q"), bc.Partitions)
+	prod, err := broker.NewTxnProducer(bc, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := prod.Acquire(ctx, broker.Record{Topic: bc.OwnersTopic(), Partition: 0, Key: []byte("x"), Value: []byte("not an owner record")}); err != nil {
+		t.Fatal(err)
+	}
+	bad := broker.Record{Topic: bc.EventsTopic(testPID), Partition: p, Key: []byte("cart-q"), Value: []byte("x"),
+		Headers: []broker.Header{{Key: kstatev1.HeaderType, Value: []byte("type.googleapis.com/kstate.test.v1.Event")}}} // no sequence header
+	if _, err := prod.Commit(ctx, []broker.Record{bad}); err != nil {
+		t.Fatal(err)
+	}
+	prod.Close()
+
+	n, cc := testNode(t, brokers, app, uf.addr) // a fresh data dir: restores p from Kafka
+	if got := n.quarantined.Load(); got != 1 {
+		t.Fatalf("quarantined %d records, want 1", got)
+	}
+	ch := call(cc, "cart-q", "1")
+	fs := uf.next(t)
+	expectInit(t, fs, esService, "cart-q")
+	serveOne(t, fs, 1, []*anypb.Any{event(t, "e1")}) // no event replayed: the bad one was skipped
+	if r := wait(t, ch); r.err != nil {
+		t.Fatal(r.err)
+	}
+	var dead []broker.Record
+	if _, err := broker.ReadToEnd(ctx, bc, []broker.TopicPartitionFrom{{Topic: bc.DeadLettersTopic(), Partition: p}}, func(r broker.Record) error {
+		dead = append(dead, r)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || string(dead[0].Key) != "cart-q" {
+		t.Fatalf("dead letters %v, want the bad record", dead)
+	}
+	reason, _ := dead[0].HeaderValue(kstatev1.HeaderDeadLetterReason)
+	origin, _ := dead[0].HeaderValue(kstatev1.HeaderDeadLetterTopic)
+	if !strings.Contains(string(reason), "kstate-seq") || string(origin) != bc.EventsTopic(testPID) {
+		t.Fatalf("dead letter reason %q origin %q", reason, origin)
+	}
+	uf.noMoreInteractions(t)
+}

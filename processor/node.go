@@ -95,6 +95,8 @@ type Node struct {
 	adm     *broker.Admin
 	owners  *ownerTable
 	cmdSeq  atomic.Uint64
+	// quarantined counts the records restores skipped and copied to the dead-letter topic.
+	quarantined atomic.Int64
 	// background bounds the goroutines that finish commands with side effects or forwards and
 	// that run asynchronous side effects.
 	background chan struct{}

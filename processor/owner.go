@@ -102,7 +102,8 @@ type owner struct {
 	storedOK       bool
 	storedCkpt     bool // the image had checkpoints (and was kept)
 	lineageAt      time.Time
-	stopErr        error // why run returned, read after done is closed
+	deadLetters    []broker.Record // quarantined by the restore, committed by acquire
+	stopErr        error           // why run returned, read after done is closed
 	done           chan struct{}
 
 	// owned by run
@@ -197,6 +198,12 @@ func (o *owner) acquire(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("partition %d: restore: %w", o.p, err)
 	}
+	if len(o.deadLetters) > 0 {
+		if _, err := o.prod.Commit(ctx, o.deadLetters); err != nil {
+			return fmt.Errorf("partition %d: write %d quarantined records to %s: %w", o.p, len(o.deadLetters), o.n.cfg.Broker.DeadLettersTopic(), err)
+		}
+		o.deadLetters = nil
+	}
 	// The image is in step with the log as of the restore's start.
 	if err := o.setLineage(restoreStart); err != nil {
 		return fmt.Errorf("partition %d: %w", o.p, err)
@@ -278,11 +285,26 @@ func (o *owner) restore(ctx context.Context) (int, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := o.n.store.Apply(o.p, batch, next)
-		total += len(batch)
-		batch = batch[:0]
-		next = make(map[string]int64)
-		return err
+		for {
+			err := o.n.store.Apply(o.p, batch, next)
+			bad, ok := o.badRecord(batch, err)
+			if !ok {
+				total += len(batch)
+				batch = batch[:0]
+				next = make(map[string]int64)
+				return err
+			}
+			// A record restore rejects (another producer's, an older version's, a split-brain
+			// duplicate) is quarantined, never a wedge: skipped, logged, counted, and copied to the
+			// dead-letter topic; the checkpoint moves past it.
+			o.quarantine(batch[bad], err)
+			batch = append(batch[:bad], batch[bad+1:]...)
+			if len(batch) == 0 {
+				err := o.n.store.Apply(o.p, nil, next)
+				next = make(map[string]int64)
+				return err
+			}
+		}
 	}
 	ends, err := broker.ReadToEnd(ctx, o.n.cfg.Broker, parts, func(r broker.Record) error {
 		pr, ok := o.n.toPartitionRecord(r)
@@ -304,6 +326,46 @@ func (o *owner) restore(ctx context.Context) (int, error) {
 	// Record the final positions too: transaction markers and compaction leave offsets with no
 	// record, and the next restore should not read them again.
 	return total, o.n.store.Apply(o.p, nil, ends)
+}
+
+// badRecord finds the record of batch that err (from Store.Apply) rejects as malformed or out of
+// sequence; ok is false for any other outcome (success, or a storage failure).
+func (o *owner) badRecord(batch []partition.Record, err error) (int, bool) {
+	var re *partition.RecordError
+	if !errors.As(err, &re) || !(errors.Is(err, partition.ErrMalformedRecord) || errors.Is(err, partition.ErrSequence)) {
+		return 0, false
+	}
+	for i := range batch {
+		if batch[i].Topic == re.Topic && batch[i].Offset == re.Offset {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// quarantine logs a record restore rejected and keeps a copy for the dead-letter topic, with the
+// reason and the record's origin in headers; acquire commits them once the restore is done.
+func (o *owner) quarantine(r partition.Record, why error) {
+	o.n.quarantined.Add(1)
+	o.log.Error("quarantined a record restore rejects; it is skipped and copied to the dead-letter topic",
+		"topic", r.Topic, "offset", r.Offset, "key", string(r.Key), "reason", why,
+		"dead_letter_topic", o.n.cfg.Broker.DeadLettersTopic())
+	hs := make([]broker.Header, 0, len(r.Headers)+4)
+	for _, h := range r.Headers {
+		hs = append(hs, broker.Header{Key: h.Key, Value: h.Value})
+	}
+	hs = append(hs,
+		broker.Header{Key: kstatev1.HeaderDeadLetterTopic, Value: []byte(r.Topic)},
+		broker.Header{Key: kstatev1.HeaderDeadLetterPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		broker.Header{Key: kstatev1.HeaderDeadLetterOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		broker.Header{Key: kstatev1.HeaderDeadLetterReason, Value: []byte(why.Error())})
+	o.deadLetters = append(o.deadLetters, broker.Record{
+		Topic:     o.n.cfg.Broker.DeadLettersTopic(),
+		Partition: o.p,
+		Key:       r.Key,
+		Value:     r.Value,
+		Headers:   hs,
+	})
 }
 
 func (o *owner) ownerRecord(released bool) (broker.Record, error) {

@@ -170,9 +170,10 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 		partitions int32
 		cleanup    string
 	}{
-		"kstate.shop.commands": {"commands", 3, "delete"},
-		"kstate.shop.owners":   {"owners", 1, "compact"},
-		"kstate.claims":        {"claims", 1, "delete"},
+		"kstate.shop.commands":                                {"commands", 3, "delete"},
+		"kstate.shop.owners":                                  {"owners", 1, "compact"},
+		"kstate.claims":                                       {"claims", 1, "delete"},
+		"kstate.shop.dead-letters":                            {"dead-letters", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".events":    {"events", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".snapshots": {"snapshots", 3, "compact"},
 	}
@@ -193,8 +194,8 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 			t.Errorf("%s: %d topics, want %d: %v", run, len(got), len(want), got)
 		}
 		app := topicsByName(t, r.kafkaAddr, "shop")
-		if len(app) != 2 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" {
-			t.Errorf("%s: --app shop lists %v, want the commands and owners topics", run, app)
+		if len(app) != 3 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" || app["kstate.shop.dead-letters"].Name == "" {
+			t.Errorf("%s: --app shop lists %v, want the commands, owners and dead-letters topics", run, app)
 		}
 		return got
 	}

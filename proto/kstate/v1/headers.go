@@ -28,4 +28,12 @@ const (
 
 	// HeaderOriginSeq is the origin node's sequence number for a CRDT delta, in decimal ASCII.
 	HeaderOriginSeq = "kstate-origin-seq"
+
+	// HeaderDeadLetterTopic, HeaderDeadLetterPartition and HeaderDeadLetterOffset say where a
+	// quarantined record (on `<ns>.<app>.dead-letters`) came from; HeaderDeadLetterReason says why
+	// the restore rejected it. The record's own key, value and headers are kept as they were.
+	HeaderDeadLetterTopic     = "kstate-dlq-topic"
+	HeaderDeadLetterPartition = "kstate-dlq-partition"
+	HeaderDeadLetterOffset    = "kstate-dlq-offset"
+	HeaderDeadLetterReason    = "kstate-dlq-reason"
 )
