@@ -46,10 +46,9 @@ func esEntities(passivation time.Duration) []*cloudstatepb.Entity {
 
 var nodeCounter atomic.Int32
 
-// testNode starts one kstate node on kfake against the given user function and waits until it
-// serves every partition.
-func testNode(t *testing.T, brokers []string, app, ufAddr string) (*Node, *grpc.ClientConn) {
-	t.Helper()
+// testConfig is the configuration of a test node on kfake: a fresh data dir, any free port,
+// 4 partitions.
+func testConfig(t *testing.T, brokers []string, app, ufAddr string) Config {
 	cfg := DefaultConfig()
 	cfg.NodeID = "n-" + app + "-" + strconv.Itoa(int(nodeCounter.Add(1)))
 	cfg.DataDir = t.TempDir()
@@ -59,16 +58,30 @@ func testNode(t *testing.T, brokers []string, app, ufAddr string) (*Node, *grpc.
 	cfg.Broker.App = app
 	cfg.Broker.Partitions = 4
 	cfg.Logger = testLogger(t)
+	return cfg
+}
+
+// startNode builds and starts a node (closed when t ends); the error is Start's.
+func startNode(t *testing.T, cfg Config) (*Node, error) {
+	t.Helper()
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = n.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
+	return n, n.Start(ctx)
+}
+
+// testNode starts one kstate node on kfake against the given user function and waits until it
+// serves every partition.
+func testNode(t *testing.T, brokers []string, app, ufAddr string) (*Node, *grpc.ClientConn) {
+	t.Helper()
+	n, err := startNode(t, testConfig(t, brokers, app, ufAddr))
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = n.Close() })
 	cc, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -169,20 +169,7 @@ func TestDuplicatePersistenceIDIsRefused(t *testing.T) {
 	uf := startFakeUF(t,
 		&cloudstatepb.Entity{EntityType: esEntity, ServiceName: esService, PersistenceId: "shared"},
 		&cloudstatepb.Entity{EntityType: esEntity, ServiceName: esTwo, PersistenceId: "shared"})
-	cfg := DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.ListenAddr = "127.0.0.1:0"
-	cfg.UserFunction = uf.addr
-	cfg.Broker.Brokers = brokers
-	cfg.Broker.App = kafkatest.Unique(t, "dup")
-	cfg.Logger = testLogger(t)
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err = n.Start(ctx)
+	_, err := startNode(t, testConfig(t, brokers, kafkatest.Unique(t, "dup"), uf.addr))
 	if !errors.Is(err, catalog.ErrInvalidSpec) || !strings.Contains(err.Error(), `persistence_id "shared" is already used`) {
 		t.Fatalf("Start: %v, want a spec error naming the shared persistence id", err)
 	}
@@ -261,21 +248,7 @@ func TestSecondAppCannotWriteAnotherAppsJournal(t *testing.T) {
 	app := kafkatest.Unique(t, "owner")
 	testNode(t, brokers, app, uf.addr)
 
-	cfg := DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.ListenAddr = "127.0.0.1:0"
-	cfg.UserFunction = uf.addr
-	cfg.Broker.Brokers = brokers
-	cfg.Broker.App = app + "-typo"
-	cfg.Broker.Partitions = 4
-	cfg.Logger = testLogger(t)
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err = n.Start(ctx)
+	_, err := startNode(t, testConfig(t, brokers, app+"-typo", uf.addr))
 	var ce *broker.ClaimError
 	if !errors.As(err, &ce) || ce.App != app || !strings.Contains(err.Error(), "--app "+app) {
 		t.Fatalf("Start of a second app: %v, want a ClaimError naming app %s", err, app)
