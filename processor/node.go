@@ -378,7 +378,7 @@ func (n *Node) serve() error {
 		return fmt.Errorf("HTTP/JSON front door: %w", err)
 	}
 	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door.
-	n.split = frontdoor.NewSplitListener(n.lis)
+	n.split = frontdoor.NewSplitListener(n.lis, n.log.Named("listener"))
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

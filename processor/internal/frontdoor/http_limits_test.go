@@ -150,7 +150,7 @@ func TestGRPCHeaderLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	split := NewSplitListener(lis)
+	split := NewSplitListener(lis, nil)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

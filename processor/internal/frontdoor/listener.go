@@ -3,6 +3,7 @@ package frontdoor
 import (
 	"bytes"
 	"errors"
+	"github.com/hashicorp/go-hclog"
 	"net"
 	"sync"
 	"syscall"
@@ -41,18 +42,28 @@ type SplitListener struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
+	log       hclog.Logger
 }
 
 // NewSplitListener starts splitting lis: HTTP/2 connections are accepted from GRPC, the others from
 // HTTP.
-func NewSplitListener(lis net.Listener) *SplitListener {
-	return startSplitListener(lis, sniffTimeout)
+// Accept errors go to log: a temporary one (retried) at WARN, one that closes the listener at
+// ERROR; nil discards them.
+func NewSplitListener(lis net.Listener, log hclog.Logger) *SplitListener {
+	return startSplitListener(lis, sniffTimeout, log)
+}
+
+func (s *SplitListener) logger() hclog.Logger {
+	if s.log == nil {
+		return hclog.NewNullLogger()
+	}
+	return s.log
 }
 
 // startSplitListener starts splitting lis, closing or classifying connections that stay silent
 // for sniff.
-func startSplitListener(lis net.Listener, sniff time.Duration) *SplitListener {
-	s := &SplitListener{lis: lis, sniff: sniff, done: make(chan struct{})}
+func startSplitListener(lis net.Listener, sniff time.Duration, log hclog.Logger) *SplitListener {
+	s := &SplitListener{lis: lis, sniff: sniff, done: make(chan struct{}), log: log}
 	s.h2 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.h1 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.wg.Add(1)
@@ -72,10 +83,12 @@ func (s *SplitListener) accept() {
 			default:
 			}
 			if !temporaryAcceptError(err) {
+				s.logger().Error("accept failed; the public port is closed", "error", err)
 				s.Close()
 				return
 			}
 			delay = nextAcceptDelay(delay)
+			s.logger().Warn("accept failed; retrying", "error", err, "after", delay)
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:

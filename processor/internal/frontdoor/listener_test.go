@@ -44,7 +44,7 @@ func splitTestListener(t *testing.T, wrap func(net.Listener) net.Listener, sniff
 	if wrap != nil {
 		lis = wrap(lis)
 	}
-	s := startSplitListener(lis, sniff)
+	s := startSplitListener(lis, sniff, nil)
 	t.Cleanup(func() {
 		s.Close()
 		s.wg.Wait()
@@ -151,7 +151,7 @@ func TestSplitListenerCloseWhileSniffing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := startSplitListener(lis, time.Minute)
+	s := startSplitListener(lis, time.Minute, nil)
 	c := splitTestDial(t, lis.Addr().String(), "PRI")
 	time.Sleep(50 * time.Millisecond) // let the sniff start
 	start := time.Now()
