@@ -115,21 +115,61 @@ func exchange[I, O any](e *entity, r *request, s protoStream[I, O], cancel conte
 	return s.Recv()
 }
 
-// esDriver drives an event-sourced entity over EventSourced.handle.
-type esDriver struct {
-	e       *entity
-	stream  esStream
+// entityConn is an entity's protocol stream, shared by the drivers of every kind: the stream, its
+// cancel function and the command ids handed out on it.
+type entityConn[I, O any] struct {
+	stream  protoStream[I, O]
 	cancel  context.CancelFunc
 	counter uint64 // command ids handed to the user function on the current stream
-	lastSeq int64
 }
 
-func (d *esDriver) close() {
-	if d.stream != nil {
-		_ = d.stream.CloseSend()
-		d.cancel()
-		d.stream = nil
+func (c *entityConn[I, O]) open(s protoStream[I, O], cancel context.CancelFunc) {
+	c.stream, c.cancel, c.counter = s, cancel, 0
+}
+
+func (c *entityConn[I, O]) close() {
+	if c.stream != nil {
+		_ = c.stream.CloseSend()
+		c.cancel()
+		c.stream = nil
 	}
+}
+
+// send hands r's command to the user function and returns its answer and the command id. It
+// activates the entity first when it has no stream. A stream that broke while the entity was idle
+// (the user function restarted) is reopened from durable state and the command sent once more:
+// nothing of a command is persisted before its reply. On an error r has been answered, and the
+// stream is unusable.
+func (c *entityConn[I, O]) send(e *entity, r *request, activate func(*request) error, wrap func(*cloudstatepb.Command) *I) (*O, int64, error) {
+	for attempt := 0; ; attempt++ {
+		fresh := c.stream == nil
+		if fresh {
+			if err := activate(r); err != nil {
+				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", catalog.ErrUnavailable, e.key.Service, e.key.ID, err)})
+				return nil, 0, err
+			}
+		}
+		c.counter++
+		id := int64(c.counter)
+		out, err := exchange(e, r, c.stream, c.cancel, wrap(e.command(r, id)))
+		if err == nil {
+			return out, id, nil
+		}
+		if !fresh && attempt == 0 && r.ctx.Err() == nil {
+			e.log.Debug("entity stream broke while idle; reopening", "error", err)
+			c.close()
+			continue
+		}
+		r.finish(result{err: userFunctionErr(err)})
+		return nil, 0, err
+	}
+}
+
+// esDriver drives an event-sourced entity over EventSourced.handle.
+type esDriver struct {
+	e *entity
+	entityConn[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]
+	lastSeq int64
 }
 
 // activate opens the stream and sends init (with the snapshot) and the events after it, all read
@@ -152,7 +192,7 @@ func (d *esDriver) activate(r *request) error {
 	if err != nil {
 		return err
 	}
-	d.stream, d.cancel, d.counter = stream, cancel, 0
+	d.open(stream, cancel)
 	init := &eventsourcedpb.EventSourcedInit{ServiceName: e.svc.Name, EntityId: e.key.ID}
 	if img.Snapshot != nil {
 		init.Snapshot = &eventsourcedpb.EventSourcedSnapshot{
@@ -178,41 +218,21 @@ func (d *esDriver) activate(r *request) error {
 // handle runs one command. A non-nil error means the stream is unusable and the entity must be
 // discarded; the request has been answered either way.
 func (d *esDriver) handle(r *request) error {
-	for attempt := 0; ; attempt++ {
-		fresh := d.stream == nil
-		if fresh {
-			if err := d.activate(r); err != nil {
-				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", catalog.ErrUnavailable, d.e.key.Service, d.e.key.ID, err)})
-				return err
-			}
-		}
-		d.counter++
-		id := int64(d.counter)
-		out, err := exchange(d.e, r, d.stream, d.cancel, &eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{
-			Command: d.e.command(r, id),
-		}})
-		if err != nil {
-			if !fresh && attempt == 0 && r.ctx.Err() == nil {
-				// The stream broke while the entity was idle (the user function restarted). Nothing
-				// of this command is persisted before its reply: reopen from durable state and
-				// send it once more.
-				d.e.log.Debug("entity stream broke while idle; reopening", "error", err)
-				d.close()
-				continue
-			}
-			r.finish(result{err: userFunctionErr(err)})
-			return err
-		}
-		switch m := out.Message.(type) {
-		case *eventsourcedpb.EventSourcedStreamOut_Failure:
-			// A stream-level failure crashes the entity (PROTOCOL.md "Failures").
-			r.finish(result{err: &catalog.CommandFailure{Description: m.Failure.GetDescription()}})
-			return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
-		case *eventsourcedpb.EventSourcedStreamOut_Reply:
-			return d.reply(r, id, m.Reply)
-		default:
-			return protocolError(r, "user function sent an empty EventSourcedStreamOut")
-		}
+	out, id, err := d.send(d.e, r, d.activate, func(c *cloudstatepb.Command) *eventsourcedpb.EventSourcedStreamIn {
+		return &eventsourcedpb.EventSourcedStreamIn{Message: &eventsourcedpb.EventSourcedStreamIn_Command{Command: c}}
+	})
+	if err != nil {
+		return err
+	}
+	switch m := out.Message.(type) {
+	case *eventsourcedpb.EventSourcedStreamOut_Failure:
+		// A stream-level failure crashes the entity (PROTOCOL.md "Failures").
+		r.finish(result{err: &catalog.CommandFailure{Description: m.Failure.GetDescription()}})
+		return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
+	case *eventsourcedpb.EventSourcedStreamOut_Reply:
+		return d.reply(r, id, m.Reply)
+	default:
+		return protocolError(r, "user function sent an empty EventSourcedStreamOut")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/processor/internal/catalog"
+	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -16,18 +17,8 @@ import (
 // state (its value unset when there is none); an update or delete goes to the compacted .state
 // topic in the partition's transaction, and the reply leaves after the commit.
 type valueDriver struct {
-	e       *entity
-	stream  valueStream
-	cancel  context.CancelFunc
-	counter uint64
-}
-
-func (d *valueDriver) close() {
-	if d.stream != nil {
-		_ = d.stream.CloseSend()
-		d.cancel()
-		d.stream = nil
-	}
+	e *entity
+	entityConn[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]
 }
 
 // activate opens the stream with the state stored in Pebble.
@@ -49,7 +40,7 @@ func (d *valueDriver) activate(r *request) error {
 	if err != nil {
 		return err
 	}
-	d.stream, d.cancel, d.counter = stream, cancel, 0
+	d.open(stream, cancel)
 	state := &valueentitypb.ValueEntityInitState{}
 	if found {
 		state.Value = stored.GetValue()
@@ -63,39 +54,20 @@ func (d *valueDriver) activate(r *request) error {
 
 // handle runs one command; see esDriver.handle.
 func (d *valueDriver) handle(r *request) error {
-	e := d.e
-	for attempt := 0; ; attempt++ {
-		fresh := d.stream == nil
-		if fresh {
-			if err := d.activate(r); err != nil {
-				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", catalog.ErrUnavailable, e.key.Service, e.key.ID, err)})
-				return err
-			}
-		}
-		d.counter++
-		id := int64(d.counter)
-		out, err := exchange(e, r, d.stream, d.cancel, &valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Command{
-			Command: e.command(r, id),
-		}})
-		if err != nil {
-			if !fresh && attempt == 0 && r.ctx.Err() == nil {
-				// The stream broke while idle: reopen and send once more (see esDriver.handle).
-				e.log.Debug("entity stream broke while idle; reopening", "error", err)
-				d.close()
-				continue
-			}
-			r.finish(result{err: userFunctionErr(err)})
-			return err
-		}
-		switch m := out.Message.(type) {
-		case *valueentitypb.ValueEntityStreamOut_Failure:
-			r.finish(result{err: &catalog.CommandFailure{Description: m.Failure.GetDescription()}})
-			return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
-		case *valueentitypb.ValueEntityStreamOut_Reply:
-			return d.reply(r, id, m.Reply)
-		default:
-			return protocolError(r, "user function sent an empty ValueEntityStreamOut")
-		}
+	out, id, err := d.send(d.e, r, d.activate, func(c *cloudstatepb.Command) *valueentitypb.ValueEntityStreamIn {
+		return &valueentitypb.ValueEntityStreamIn{Message: &valueentitypb.ValueEntityStreamIn_Command{Command: c}}
+	})
+	if err != nil {
+		return err
+	}
+	switch m := out.Message.(type) {
+	case *valueentitypb.ValueEntityStreamOut_Failure:
+		r.finish(result{err: &catalog.CommandFailure{Description: m.Failure.GetDescription()}})
+		return fmt.Errorf("%w: %s", errCrashed, m.Failure.GetDescription())
+	case *valueentitypb.ValueEntityStreamOut_Reply:
+		return d.reply(r, id, m.Reply)
+	default:
+		return protocolError(r, "user function sent an empty ValueEntityStreamOut")
 	}
 }
 
