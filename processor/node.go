@@ -316,7 +316,7 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 	}
 	n.adm = adm // kept: partitions describe their topics when they are acquired
 	if err := adm.EnsureTopics(ctx, n.cfg.Broker.AppTopics(kinds)); err != nil {
-		return fmt.Errorf("ensure topics: %w", err)
+		return err // already says "ensure topics: …"
 	}
 	// One fence per journal: the partitions' transactional ids are the app's, so no other app may
 	// write these persistence ids' topics.

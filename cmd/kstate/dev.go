@@ -34,7 +34,8 @@ function (--user-function host:port). Any Kafka client can connect to the broker
 			return runDev(cmd.Context(), o, lo, cmd.OutOrStdout())
 		},
 	}
-	o.node.register(cmd, "shop")
+	// dev listens on loopback only: a development node is not for the network.
+	o.node.register(cmd, "shop", "127.0.0.1:9000")
 	cmd.Flags().StringVar(&o.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "address of the embedded broker")
 	cmd.Flags().BoolVar(&o.sync, "kafka-sync", false, "fsync every batch the embedded broker writes")
 	return cmd

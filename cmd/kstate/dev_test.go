@@ -266,6 +266,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"dev", "--example", "nope", "--kafka-addr", "127.0.0.1:0", "--data-dir", t.TempDir()}, "unknown example"},
 		{[]string{"dev", "--kafka-addr", "nohost", "--data-dir", t.TempDir()}, "want host:port"},
 		{[]string{"topics", "--partitions", "3"}, "unknown flag"},
+		{[]string{"serve", "--partitions", "0", "--example", "shoppingcart", "--data-dir", t.TempDir()}, "--partitions 0: want at least 1"},
+		{[]string{"serve", "--partitions", "-3", "--example", "shoppingcart", "--data-dir", t.TempDir()}, "--partitions -3: want at least 1"},
 	} {
 		root := newRootCmd()
 		var out bytes.Buffer

@@ -89,10 +89,10 @@ func (k *kafkaOpts) apply(cfg *broker.Config) {
 	}
 }
 
-func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
+func (o *nodeOpts) register(cmd *cobra.Command, defaultApp, defaultListen string) {
 	f := cmd.Flags()
 	f.StringVar(&o.nodeID, "node-id", "", "node id in ownership records and logs (default: hostname-pid)")
-	f.StringVar(&o.listen, "listen", ":9000", "public address: the user's services (gRPC, HTTP/JSON), reflection, health")
+	f.StringVar(&o.listen, "listen", defaultListen, "public address: the user's services (gRPC, HTTP/JSON), reflection, health")
 	f.StringVar(&o.peerListen, "peer-listen", "", "node-to-node forwarding address, never the public port (default: the listen host, any free port)")
 	f.StringVar(&o.advertise, "advertise", "", "address other nodes forward to: the peer listener's (default: the peer listen address)")
 	f.StringVar(&o.dataDir, "data-dir", "./.kstate", "folder for the node's Pebble store")
@@ -111,6 +111,9 @@ func (o *nodeOpts) register(cmd *cobra.Command, defaultApp string) {
 // config maps the flags onto processor.Config and the in-process entities.
 func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (processor.Config, []processor.Option, error) {
 	cfg := processor.DefaultConfig()
+	if o.partitions < 1 {
+		return cfg, nil, fmt.Errorf("--partitions %d: want at least 1 (every entity topic gets this many partitions, fixed for the app's lifetime)", o.partitions)
+	}
 	if o.nodeID != "" {
 		cfg.NodeID = o.nodeID
 	}
@@ -209,7 +212,7 @@ the work: the consumer group assigns partitions, and a killed node's partitions 
 			})
 		},
 	}
-	o.register(cmd, "app")
+	o.register(cmd, "app", ":9000")
 	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
 	o.kafka.register(cmd.Flags())
 	return cmd
