@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -109,7 +108,7 @@ func TestRefServer(t *testing.T) {
 	cart := shoppingcartpb.NewShoppingCartClient(cc)
 	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
 	for _, u := range users {
-		if err := poll(ctx, time.Minute, func() (bool, error) {
+		if err := bench.Poll(ctx, time.Minute, func() (bool, error) {
 			_, err := cart.AddItem(ctx, &shoppingcartpb.AddLineItem{UserId: u, ProductId: "apple", Name: "Apple", Quantity: 2})
 			return err == nil, nil
 		}); err != nil {
@@ -127,7 +126,7 @@ func TestRefServer(t *testing.T) {
 	// A committed transaction's markers may trail EndTxn by a moment: poll, bounded.
 	topic := cfg.EventsTopic(shoppingcart.PersistenceID)
 	var got []string
-	if err := poll(ctx, 20*time.Second, func() (bool, error) {
+	if err := bench.Poll(ctx, 20*time.Second, func() (bool, error) {
 		got = readJournal(t, ctx, cfg, topic)
 		return len(got) >= len(users), nil
 	}); err != nil {
@@ -232,25 +231,6 @@ func freeLoopback() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-// poll calls cond every 50ms until it reports done or an error, or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		done, err := cond()
-		if err != nil || done {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not done after %v", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 func TestBenchOptsConfig(t *testing.T) {

@@ -247,7 +247,7 @@ func (h *harness) runFailover(ctx context.Context) (FailoverResult, error) {
 	}
 	for round := range h.cfg.FailoverRounds {
 		live := slices.Clone(names)
-		if err := poll(ctx, 3*time.Minute, func() (bool, error) {
+		if err := Poll(ctx, 3*time.Minute, func() (bool, error) {
 			return view.balanced(h.cfg.Partitions, live) && rec.fresh(h.cfg.Partitions, time.Second), s.check()
 		}); err != nil {
 			return res, fmt.Errorf("round %d: waiting for every node to own partitions and every partition to serve: %w", round+1, err)

@@ -88,7 +88,7 @@ func (h *harness) runRestore(ctx context.Context) (RestoreResult, error) {
 		return res, err
 	}
 	var acq map[int32]acquisition
-	err = poll(ctx, 5*time.Minute, func() (bool, error) {
+	err = Poll(ctx, 5*time.Minute, func() (bool, error) {
 		if !b.alive() {
 			return false, fmt.Errorf("fresh node exited (%v):\n%s", b.err, b.tail(20))
 		}

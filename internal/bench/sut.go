@@ -174,7 +174,7 @@ func (s *sut) close() {
 
 // waitDial waits until addr accepts TCP connections (or c exits).
 func (s *sut) waitDial(ctx context.Context, c *child, addr string) error {
-	return poll(ctx, 2*time.Minute, func() (bool, error) {
+	return Poll(ctx, 2*time.Minute, func() (bool, error) {
 		if !c.alive() {
 			return false, fmt.Errorf("%s exited (%v):\n%s", c.name, c.err, c.tail(20))
 		}
@@ -194,7 +194,7 @@ func (s *sut) waitReady(ctx context.Context, w *workload) error {
 	for p := range s.h.cfg.Partitions {
 		id := entityOf(s.h.k.Partition, fmt.Sprintf("ready-%d", p), p, s.h.cfg.Partitions)
 		var last error
-		err := poll(ctx, 3*time.Minute, func() (bool, error) {
+		err := Poll(ctx, 3*time.Minute, func() (bool, error) {
 			if err := s.check(); err != nil {
 				return false, err
 			}
@@ -211,8 +211,9 @@ func (s *sut) waitReady(ctx context.Context, w *workload) error {
 	return nil
 }
 
-// poll calls cond every 50ms until it reports done or an error, or timeout passes.
-func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
+// Poll calls cond every 50ms until it reports done or an error, or timeout passes (tests use it
+// too: a bounded wait, never a bare sleep).
+func Poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		done, err := cond()
