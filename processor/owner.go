@@ -46,10 +46,10 @@ func (r *request) finish(res result) { r.done <- res }
 // records is a read: the lease or a barrier transaction proves the node still owns the partition
 // (RELIABILITY.md F2).
 type write struct {
-	cmd  core.CmdID
 	recs []broker.Record
-	info core.Write
-	done chan error // buffered(1)
+	prs  []partition.Record // recs as Pebble records (from admission), applied once committed
+	info core.Write         // info.Cmd is the command
+	done chan error         // buffered(1)
 }
 
 // doneNote tells the partition loop that an entity answered its running command; exited means
@@ -60,10 +60,12 @@ type doneNote struct {
 	e      *entity
 }
 
-// txnWork is a transaction for the committer: the core's id and the records of its writes.
+// txnWork is a transaction for the committer: the core's id and the records of its writes, for
+// Kafka and, in the same order, for Pebble.
 type txnWork struct {
 	id   uint64
 	recs []broker.Record
+	prs  []partition.Record
 }
 
 type commitOutcome struct {
@@ -401,7 +403,7 @@ func (o *owner) run() {
 	go func() {
 		defer o.wg.Done()
 		for t := range commitReq {
-			out, err := o.commit(t.recs)
+			out, err := o.commit(t.recs, t.prs)
 			commitDone <- commitOutcome{id: t.id, out: out, err: err}
 		}
 	}()
@@ -501,7 +503,7 @@ func (o *owner) entityDone(d doneNote) {
 }
 
 func (o *owner) write(w *write) {
-	o.pending[w.cmd] = w
+	o.pending[w.info.Cmd] = w
 	o.core.Write(time.Now(), w.info)
 }
 
@@ -548,6 +550,7 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 		t := txnWork{id: rd.Txn.ID}
 		for _, id := range rd.Txn.Cmds {
 			t.recs = append(t.recs, o.pending[id].recs...)
+			t.prs = append(t.prs, o.pending[id].prs...)
 		}
 		commitReq <- t // the committer is idle: the core runs one transaction at a time
 	}
@@ -557,8 +560,9 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 // covered by the lease, or refused. The records are validated as restore validates them and
 // sized first, so nothing invalid or oversize reaches a transaction.
 func (o *owner) persist(r *request, recs []broker.Record) error {
-	w := &write{cmd: r.id, recs: recs, info: o.n.admit(recs), done: make(chan error, 1)}
-	w.info.Cmd = r.id
+	info, prs := o.n.admit(recs)
+	info.Cmd = r.id
+	w := &write{recs: recs, prs: prs, info: info, done: make(chan error, 1)}
 	select {
 	case o.writes <- w:
 	case <-o.ctx.Done():
@@ -569,9 +573,10 @@ func (o *owner) persist(r *request, recs []broker.Record) error {
 	return <-w.done
 }
 
-// commit runs one transaction holding recs, then applies the committed records to Pebble with the
-// offsets they reached (one Pebble batch, F7). It runs on the committer goroutine.
-func (o *owner) commit(recs []broker.Record) (core.Outcome, error) {
+// commit runs one transaction holding recs, then applies prs — the same records, converted at
+// admission — to Pebble with the offsets the transaction gave them (one Pebble batch, F7). It
+// runs on the committer goroutine.
+func (o *owner) commit(recs []broker.Record, prs []partition.Record) (core.Outcome, error) {
 	if len(recs) == 0 {
 		// Only reads: re-publishing our ownership record proves the fence still holds.
 		rec, err := o.ownerRecord(false)
@@ -596,15 +601,15 @@ func (o *owner) commit(recs []broker.Record) (core.Outcome, error) {
 	default: // ErrIndefinite, ErrNotAcquired, anything unexpected: the outcome is not known
 		return core.Indefinite, err
 	}
-	var prs []partition.Record
+	if len(prs) > 0 && len(prs) != len(committed) {
+		// Cannot happen: the core puts only admitted writes, all of whose records converted, in a
+		// transaction. Reload rather than apply offsets to the wrong records.
+		return core.StorageFailed, fmt.Errorf("%w: %d records committed, %d to apply", errStorage, len(committed), len(prs))
+	}
 	next := make(map[string]int64)
-	for _, r := range committed {
-		if pr, ok := o.n.toPartitionRecord(r); ok {
-			prs = append(prs, pr)
-			if r.Offset+1 > next[r.Topic] {
-				next[r.Topic] = r.Offset + 1
-			}
-		}
+	for i := range prs { // committed[i] is recs[i], whose Pebble form is prs[i]
+		prs[i].Offset = committed[i].Offset
+		next[prs[i].Topic] = max(next[prs[i].Topic], prs[i].Offset+1)
 	}
 	if len(prs) > 0 {
 		if err := o.n.store.Apply(o.p, prs, next); err != nil {
@@ -669,9 +674,11 @@ const lineageRefresh = 10 * time.Second
 const recordOverhead = 128
 
 // admit validates a write's records exactly as restore will (partition.Validate) and sizes them,
-// so the core can refuse what must never become durable.
-func (n *Node) admit(recs []broker.Record) core.Write {
+// so the core can refuse what must never become durable. It also returns the records in their
+// Pebble form, which the commit applies once Kafka has given them offsets.
+func (n *Node) admit(recs []broker.Record) (core.Write, []partition.Record) {
 	w := core.Write{Records: len(recs)}
+	prs := make([]partition.Record, 0, len(recs))
 	for _, r := range recs {
 		size := recordOverhead + len(r.Key) + len(r.Value)
 		for _, h := range r.Headers {
@@ -682,13 +689,16 @@ func (n *Node) admit(recs []broker.Record) core.Write {
 		if w.Invalid != nil {
 			continue
 		}
-		if pr, ok := n.toPartitionRecord(r); ok {
-			if err := partition.Validate(&pr); err != nil {
-				w.Invalid = err
-			}
-		} else {
+		pr, ok := n.toPartitionRecord(r)
+		if !ok {
 			w.Invalid = fmt.Errorf("record for topic %s, which the partition does not restore", r.Topic)
+			continue
 		}
+		if err := partition.Validate(&pr); err != nil {
+			w.Invalid = err
+			continue
+		}
+		prs = append(prs, pr)
 	}
-	return w
+	return w, prs
 }
