@@ -181,20 +181,18 @@ func (o *owner) acquire(ctx context.Context) error {
 		// Our checkpoint is outside the topic's log (the topic was recreated or truncated):
 		// forget the partition's local state and rebuild it from the start.
 		o.log.Warn("checkpoint outside the log; rebuilding the partition from the start", "error", err)
-		if err := o.n.store.DropPartition(o.p); err != nil {
-			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
+		if err := o.dropImage(); err != nil {
+			return fmt.Errorf("partition %d: %w", o.p, err)
 		}
-		o.storedCkpt = false
 		n, err = o.restore(ctx)
 	}
-	if err == nil && o.staleAt(time.Now()) != "" {
+	if why := o.staleAt(time.Now()); err == nil && why != "" {
 		// The restore itself took so long that a delete written just after the image's last
 		// update may have been compacted away before the restore reached it: start over.
-		o.log.Warn("restore continued an image that aged past delete.retention.ms meanwhile; restoring from the start", "reason", o.staleAt(time.Now()))
-		if err := o.n.store.DropPartition(o.p); err != nil {
-			return fmt.Errorf("partition %d: drop stale state: %w", o.p, err)
+		o.log.Warn("restore continued an image that aged past delete.retention.ms meanwhile; restoring from the start", "reason", why)
+		if err := o.dropImage(); err != nil {
+			return fmt.Errorf("partition %d: %w", o.p, err)
 		}
-		o.storedCkpt = false
 		n, err = o.restore(ctx)
 	}
 	if err != nil {
@@ -249,11 +247,17 @@ func (o *owner) checkLineage(ctx context.Context) error {
 	o.stored, o.storedOK, o.storedCkpt = stored, ok, len(offs) > 0
 	if why := o.staleAt(time.Now()); why != "" {
 		o.log.Warn("discarding the partition's stored image; restoring it from the start", "reason", why)
-		if err := o.n.store.DropPartition(o.p); err != nil {
-			return fmt.Errorf("drop stale state: %w", err)
-		}
-		o.storedCkpt = false
+		return o.dropImage()
 	}
+	return nil
+}
+
+// dropImage forgets the partition's stored image, so the next restore reads it from the start.
+func (o *owner) dropImage() error {
+	if err := o.n.store.DropPartition(o.p); err != nil {
+		return fmt.Errorf("drop stale state: %w", err)
+	}
+	o.storedCkpt = false // nothing left whose age could matter
 	return nil
 }
 
@@ -625,7 +629,7 @@ func (o *owner) commit(recs []broker.Record, prs []partition.Record) (core.Outco
 }
 
 // fromCore turns the core's answer into the runtime's error, which ToStatus maps to the client's
-// code (docs/errors.md has the table).
+// code (docs/event-sourced.md has the table).
 func fromCore(err error) error {
 	switch {
 	case err == nil, errors.Is(err, core.ErrNotOwner), errors.Is(err, core.ErrOverloaded):

@@ -240,15 +240,17 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	if req.GetPartition() != p {
 		return nil, status.Errorf(codes.InvalidArgument, "entity %q is in partition %d of %d here, not %d: do all nodes of the app use the same partition count?", id, p, n.cfg.Broker.Partitions, req.GetPartition())
 	}
+	notOwner := func() error {
+		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
+		return status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
+	}
 	o := n.localOwner(p)
 	if o == nil {
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
-		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
+		return nil, notOwner()
 	}
 	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata())
 	if errors.Is(res.err, catalog.ErrNotOwner) {
-		_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeNotRun))
-		return nil, status.Errorf(codes.FailedPrecondition, "%s %d (node %s)", notOwnerMsg, p, n.cfg.NodeID)
+		return nil, notOwner()
 	}
 	_ = grpc.SetTrailer(ctx, metadata.Pairs(outcomeTrailer, outcomeRan))
 	if res.err != nil {

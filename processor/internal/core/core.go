@@ -134,6 +134,11 @@ type Command struct {
 	Passivation time.Duration
 }
 
+// expired reports whether the command's deadline has passed at now.
+func (c Command) expired(now time.Time) bool {
+	return !c.Deadline.IsZero() && !now.Before(c.Deadline)
+}
+
 // Write is what an entity's command asks to make durable.
 type Write struct {
 	Cmd CmdID
@@ -179,7 +184,8 @@ type Written struct {
 	Err error
 }
 
-// Txn is a transaction to run: the writes of Cmds, in order; none means a barrier.
+// Txn is a transaction to run: the writes of Cmds, in order. When none of them holds records
+// (reads past the lease), it is a barrier: the shell commits its ownership record instead.
 type Txn struct {
 	ID   uint64
 	Cmds []CmdID
@@ -272,9 +278,6 @@ func New(cfg Config) *Core {
 	}
 }
 
-// Config returns the core's configuration with defaults filled in.
-func (c *Core) Config() Config { return c.cfg }
-
 // Restored reports that the partition's restore finished. fencedAt is when the fence (the
 // producer's epoch bump) completed: an old owner may answer reads from its lease until
 // ReadLease after that, so this core answers nothing before fencedAt+ReadLease+LeaseMargin.
@@ -288,9 +291,6 @@ func (c *Core) Restored(now, fencedAt time.Time) {
 	}
 	c.Tick(now)
 }
-
-// Serving reports whether the partition dispatches commands.
-func (c *Core) Serving() bool { return c.phase == serving }
 
 // Command takes a command arriving for the partition.
 func (c *Core) Command(now time.Time, cmd Command) {
@@ -319,7 +319,7 @@ func (c *Core) Command(now time.Time, cmd Command) {
 func (c *Core) route(now time.Time, id CmdID) {
 	cs := c.cmds[id]
 	cmd := cs.c
-	if !cmd.Deadline.IsZero() && !now.Before(cmd.Deadline) {
+	if cmd.expired(now) {
 		delete(c.cmds, id)
 		c.answer(id, ErrExpired)
 		return
@@ -439,7 +439,7 @@ func (c *Core) next(now time.Time, e *entity) {
 		id := e.queue[0]
 		e.queue = e.queue[1:]
 		cs := c.cmds[id]
-		if d := cs.c.Deadline; !d.IsZero() && !now.Before(d) {
+		if cs.c.expired(now) {
 			delete(c.cmds, id)
 			c.answer(id, ErrExpired)
 			continue
@@ -539,7 +539,7 @@ func (c *Core) Tick(now time.Time) {
 		// Commands waiting for the partition whose deadline passed are answered now.
 		kept := c.queued[:0]
 		for _, id := range c.queued {
-			if d := c.cmds[id].c.Deadline; !d.IsZero() && !now.Before(d) {
+			if c.cmds[id].c.expired(now) {
 				delete(c.cmds, id)
 				c.answer(id, ErrExpired)
 				continue
@@ -699,9 +699,6 @@ func (c *Core) nextTick() time.Time {
 	}
 	return next
 }
-
-// Active is the number of active entities.
-func (c *Core) Active() int { return len(c.entities) }
 
 type timeout struct {
 	at time.Time
