@@ -278,21 +278,30 @@ func TestBadRecordInKafkaIsQuarantined(t *testing.T) {
 	if err := prod.Acquire(ctx, broker.Record{Topic: bc.OwnersTopic(), Partition: 0, Key: []byte("x"), Value: []byte("not an owner record")}); err != nil {
 		t.Fatal(err)
 	}
+	typ := broker.Header{Key: kstatev1.HeaderType, Value: []byte("type.googleapis.com/kstate.test.v1.Event")}
+	seq1 := broker.Header{Key: kstatev1.HeaderSequence, Value: []byte("1")}
+	ev0, _ := proto.Marshal(&testpb.Event{Payload: "e0"})
 	bad := broker.Record{Topic: bc.EventsTopic(testPID), Partition: p, Key: []byte("cart-q"), Value: []byte("x"),
-		Headers: []broker.Header{{Key: kstatev1.HeaderType, Value: []byte("type.googleapis.com/kstate.test.v1.Event")}}} // no sequence header
-	if _, err := prod.Commit(ctx, []broker.Record{bad}); err != nil {
+		Headers: []broker.Header{typ}} // no sequence header
+	good := broker.Record{Topic: bc.EventsTopic(testPID), Partition: p, Key: []byte("cart-q"), Value: ev0,
+		Headers: []broker.Header{seq1, typ}}
+	dup := good // a second writer's sequence 1: a duplicate
+	if _, err := prod.Commit(ctx, []broker.Record{bad, good, dup}); err != nil {
 		t.Fatal(err)
 	}
 	prod.Close()
 
 	n, cc := testNode(t, brokers, app, uf.addr) // a fresh data dir: restores p from Kafka
-	if got := n.quarantined.Load(); got != 1 {
-		t.Fatalf("quarantined %d records, want 1", got)
+	if got := n.quarantined.Load(); got != 2 {
+		t.Fatalf("quarantined %d records, want 2", got)
 	}
 	ch := call(cc, "cart-q", "1")
 	fs := uf.next(t)
 	expectInit(t, fs, esService, "cart-q")
-	serveOne(t, fs, 1, []*anypb.Any{event(t, "e1")}) // no event replayed: the bad one was skipped
+	if ev := fs.recv(t).GetEvent(); ev == nil || ev.GetSequence() != 1 { // only the good event replays
+		t.Fatalf("replay: %v", ev)
+	}
+	serveOne(t, fs, 1, []*anypb.Any{event(t, "e1")})
 	if r := wait(t, ch); r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -303,13 +312,15 @@ func TestBadRecordInKafkaIsQuarantined(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(dead) != 1 || string(dead[0].Key) != "cart-q" {
-		t.Fatalf("dead letters %v, want the bad record", dead)
+	if len(dead) != 2 || string(dead[0].Key) != "cart-q" || string(dead[1].Key) != "cart-q" {
+		t.Fatalf("dead letters %v, want the two bad records", dead)
 	}
-	reason, _ := dead[0].HeaderValue(kstatev1.HeaderDeadLetterReason)
-	origin, _ := dead[0].HeaderValue(kstatev1.HeaderDeadLetterTopic)
-	if !strings.Contains(string(reason), "kstate-seq") || string(origin) != bc.EventsTopic(testPID) {
-		t.Fatalf("dead letter reason %q origin %q", reason, origin)
+	for i, want := range []string{"kstate-seq", "duplicate"} {
+		reason, _ := dead[i].HeaderValue(kstatev1.HeaderDeadLetterReason)
+		origin, _ := dead[i].HeaderValue(kstatev1.HeaderDeadLetterTopic)
+		if !strings.Contains(string(reason), want) || string(origin) != bc.EventsTopic(testPID) {
+			t.Fatalf("dead letter %d: reason %q origin %q, want %q", i, reason, origin, want)
+		}
 	}
 	uf.noMoreInteractions(t)
 }
