@@ -252,6 +252,10 @@ func (c Config) OwnersTopic() string { return c.ns() + "." + c.app() + ".owners"
 // partition.
 func (c Config) DeadLettersTopic() string { return c.ns() + "." + c.app() + ".dead-letters" }
 
+// IdempotencyTopic is the app's topic of remembered command outcomes (records keyed by entity id,
+// values kstate.v1.IdempotencyRecord), partitioned like the entity topics.
+func (c Config) IdempotencyTopic() string { return c.ns() + "." + c.app() + ".idempotency" }
+
 // ClaimsTopic is "<ns>.claims": the namespace's registry of persistence ids. The first record
 // keyed by a persistence id names the app whose fenced producers alone write that id's topics.
 func (c Config) ClaimsTopic() string { return c.ns() + ".claims" }

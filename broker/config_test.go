@@ -116,6 +116,7 @@ func TestAppTopics(t *testing.T) {
 		"kstate.app.owners":       {Owners, 1, "compact", ""},
 		"kstate.claims":           {Claims, 1, "delete", "-1"},
 		"kstate.app.dead-letters": {DeadLetters, 16, "delete", "-1"},
+		"kstate.app.idempotency":  {Idempotency, 16, "delete", "691200000"},
 	}
 	if len(specs) != len(wants) {
 		t.Fatalf("%d specs: %+v", len(specs), specs)

@@ -32,10 +32,13 @@ const (
 	Claims
 	// DeadLetters holds quarantined records (Config.DeadLettersTopic).
 	DeadLetters
+	// Idempotency holds the remembered outcomes of commands with idempotency keys
+	// (Config.IdempotencyTopic).
+	Idempotency
 )
 
 // String returns the kind's topic-name suffix: "events", "snapshots", "state", "crdt",
-// "crdt-state", "commands", "owners", "claims" or "dead-letters".
+// "crdt-state", "commands", "owners", "claims", "dead-letters" or "idempotency".
 func (k TopicKind) String() string {
 	switch k {
 	case Events:
@@ -56,6 +59,8 @@ func (k TopicKind) String() string {
 		return "claims"
 	case DeadLetters:
 		return "dead-letters"
+	case Idempotency:
+		return "idempotency"
 	}
 	return "TopicKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -90,6 +95,10 @@ func (k EntityKind) String() string {
 // the compacted crdt-state topic.
 const CrdtRetention = 7 * 24 * time.Hour
 
+// IdempotencyRetention is the retention of the idempotency topic: the longest idempotency window
+// a node may use (processor.Config.IdempotencyWindow), plus a day of margin.
+const IdempotencyRetention = 8 * 24 * time.Hour
+
 // TopicSpec is a topic kstate needs, with the settings it is created with.
 type TopicSpec struct {
 	Name              string
@@ -106,8 +115,9 @@ type TopicSpec struct {
 // (delete, CrdtRetention) and crdt-state (compact) topics; actions need none. Every app also
 // has its commands topic (delete) and its owners topic (compact, one partition: it is keyed by
 // partition number and read whole) and the namespace's claims topic (delete, infinite retention,
-// one partition: the registry of which app writes which persistence id). Entity topics and the commands topic have c.Partitions
-// partitions.
+// one partition: the registry of which app writes which persistence id), its dead-letters topic
+// (delete, infinite retention) and its idempotency topic (delete, IdempotencyRetention). Entity
+// topics and the commands, dead-letters and idempotency topics have c.Partitions partitions.
 func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 	c = c.withDefaults()
 	spec := func(name string, kind TopicKind, parts int32, configs map[string]string) TopicSpec {
@@ -139,7 +149,11 @@ func (c Config) AppTopics(entities map[string]EntityKind) []TopicSpec {
 		spec(c.CommandsTopic(), Commands, c.Partitions, map[string]string{"cleanup.policy": "delete"}),
 		spec(c.OwnersTopic(), Owners, 1, compact()),
 		spec(c.ClaimsTopic(), Claims, 1, deleteForever()),
-		spec(c.DeadLettersTopic(), DeadLetters, c.Partitions, deleteForever()))
+		spec(c.DeadLettersTopic(), DeadLetters, c.Partitions, deleteForever()),
+		spec(c.IdempotencyTopic(), Idempotency, c.Partitions, map[string]string{
+			"cleanup.policy": "delete",
+			"retention.ms":   strconv.FormatInt(IdempotencyRetention.Milliseconds(), 10),
+		}))
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	return specs
 }

@@ -15,6 +15,9 @@ import (
 //	p | 0x02 | esc(pid) | esc(entity) | 0x03 | seq     StoredEvent (seq as big-endian uint64)
 //	p | 0x03 | esc(pid) | esc(entity)                  StoredValue
 //	p | 0x04                                           Lineage (see lineage.go)
+//	p | 0x05 | esc(pid) | esc(entity) | esc(key)       IdempotencyRecord (as written to Kafka)
+//	p | 0x06 | expiry | esc(pid) | esc(entity) | esc(key)   empty: the expiry index (expiry as
+//	                                                   big-endian Unix nanoseconds)
 //	ff ff ff ff | "schema"                             store schema version (outside every partition)
 //
 // esc writes a string so that no encoded string is a prefix of another and byte order is kept:
@@ -26,6 +29,8 @@ const (
 	tagEntity  byte = 0x02
 	tagValue   byte = 0x03
 	tagLineage byte = 0x04
+	tagIdem    byte = 0x05
+	tagExpiry  byte = 0x06
 
 	subMeta     byte = 0x01
 	subSnapshot byte = 0x02
@@ -195,4 +200,25 @@ func decodeEntityKey(k []byte) (entityKey, error) {
 		return ek, fmt.Errorf("%w: unknown entity key kind 0x%02x: %x", ErrCorrupt, ek.sub, k)
 	}
 	return ek, nil
+}
+
+// appendIdemKey appends the key of a remembered command outcome.
+func appendIdemKey(dst []byte, p int32, pid, entityID, key string) []byte {
+	dst = appendPartition(dst, p)
+	dst = append(dst, tagIdem)
+	return appendIdemSuffix(dst, pid, entityID, key)
+}
+
+func appendIdemSuffix(dst []byte, pid, entityID, key string) []byte {
+	dst = appendEscaped(dst, pid)
+	dst = appendEscaped(dst, entityID)
+	return appendEscaped(dst, key)
+}
+
+// appendExpiryKey appends the expiry index key of a remembered outcome expiring at unixNano.
+func appendExpiryKey(dst []byte, p int32, unixNano int64, pid, entityID, key string) []byte {
+	dst = appendPartition(dst, p)
+	dst = append(dst, tagExpiry)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(max(unixNano, 0)))
+	return appendIdemSuffix(dst, pid, entityID, key)
 }

@@ -14,6 +14,10 @@ const (
 	// State is the compacted `.state` topic of value entities: key entity id, value the raw state
 	// bytes with the type URL in HeaderType; a tombstone deletes the entity.
 	State
+	// Idempotency is the app's `.idempotency` topic: key entity id, value an IdempotencyRecord
+	// (the outcome of a command that carried an idempotency key). Its persistence id is in the
+	// value, so Record.PersistenceID may be empty.
+	Idempotency
 )
 
 // String returns the kind's name.
@@ -25,6 +29,8 @@ func (k Kind) String() string {
 		return "snapshots"
 	case State:
 		return "state"
+	case Idempotency:
+		return "idempotency"
 	default:
 		return fmt.Sprintf("Kind(%d)", int(k))
 	}

@@ -48,6 +48,10 @@ type Effect struct {
 	Value *kstatev1.StoredValue
 	// DeleteValue deletes the stored value of a value entity.
 	DeleteValue bool
+	// Idempotency, when set, is a remembered command outcome to store (RawIdempotency holds its
+	// record bytes, stored as they are).
+	Idempotency    *kstatev1.IdempotencyRecord
+	RawIdempotency []byte
 	// Ignored, when not empty, says why the record changes nothing.
 	Ignored string
 }
@@ -73,6 +77,8 @@ const (
 //     deletes the stored events with seq ≤ S; older ones are ignored. LastSequence becomes
 //     max(LastSequence, S).
 //   - State: a value replaces the stored value; a tombstone deletes it.
+//   - Idempotency: the remembered outcome is stored under its persistence id, entity and key
+//     (a later one with the same key replaces it); a tombstone is malformed.
 //
 // Restoring a snapshots topic before or after the events topic yields the same image: snapshot
 // first skips the events it covers; events first stores them, and the snapshot deletes them.
@@ -82,6 +88,9 @@ func Step(meta Meta, rec *Record) (Effect, error) {
 	eff := Effect{EntityID: string(rec.Key), Meta: meta}
 	if len(rec.Key) == 0 {
 		return eff, fmt.Errorf("%w: no entity id key", ErrMalformedRecord)
+	}
+	if rec.Kind == Idempotency {
+		return stepIdempotency(eff, rec)
 	}
 	if rec.PersistenceID == "" {
 		return eff, fmt.Errorf("%w: no persistence id", ErrMalformedRecord)
@@ -185,5 +194,27 @@ func stepState(eff Effect, rec *Record) (Effect, error) {
 		Value:  &anypb.Any{TypeUrl: string(typeURL), Value: rec.Value},
 		Offset: rec.Offset,
 	}
+	return eff, nil
+}
+
+func stepIdempotency(eff Effect, rec *Record) (Effect, error) {
+	if rec.Tombstone {
+		return eff, fmt.Errorf("%w: idempotency record without a value", ErrMalformedRecord)
+	}
+	ir := &kstatev1.IdempotencyRecord{}
+	if err := proto.Unmarshal(rec.Value, ir); err != nil {
+		return eff, fmt.Errorf("%w: idempotency record: %v", ErrMalformedRecord, err)
+	}
+	switch {
+	case ir.GetPersistenceId() == "":
+		return eff, fmt.Errorf("%w: idempotency record without a persistence id", ErrMalformedRecord)
+	case ir.GetKey() == "":
+		return eff, fmt.Errorf("%w: idempotency record without a key", ErrMalformedRecord)
+	case !ir.GetExpiresAt().IsValid():
+		return eff, fmt.Errorf("%w: idempotency record without a valid expiry", ErrMalformedRecord)
+	case ir.GetOutcome() == nil:
+		return eff, fmt.Errorf("%w: idempotency record without an outcome", ErrMalformedRecord)
+	}
+	eff.Idempotency, eff.RawIdempotency = ir, rec.Value
 	return eff, nil
 }

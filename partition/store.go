@@ -412,6 +412,17 @@ func (a *applier) effect(pid string, es *entityState, eff Effect) error {
 		a.arena = appendValueKey(a.arena, a.p, pid, eff.EntityID)
 		a.ops = append(a.ops, op{k: k, v: len(a.arena), end: len(a.arena), del: true})
 		return nil
+	case eff.Idempotency != nil:
+		ir := eff.Idempotency
+		k := len(a.arena)
+		a.arena = appendIdemKey(a.arena, a.p, ir.GetPersistenceId(), eff.EntityID, ir.GetKey())
+		v := len(a.arena)
+		a.arena = append(a.arena, eff.RawIdempotency...)
+		a.ops = append(a.ops, op{k: k, v: v, end: len(a.arena)})
+		k = len(a.arena)
+		a.arena = appendExpiryKey(a.arena, a.p, ir.GetExpiresAt().AsTime().UnixNano(), ir.GetPersistenceId(), eff.EntityID, ir.GetKey())
+		a.ops = append(a.ops, op{k: k, v: len(a.arena), end: len(a.arena)})
+		return nil
 	}
 	if es != nil && es.meta != eff.Meta {
 		es.meta = eff.Meta

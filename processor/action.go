@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -24,7 +25,7 @@ func (n *Node) actionClient() actionpb.ActionProtocolClient {
 }
 
 // unaryAction runs ActionProtocol.handleUnary and turns its response into the caller's result.
-func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byte, md *cloudstatepb.Metadata) result {
+func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byte, md *cloudstatepb.Metadata, key string) result {
 	resp, err := n.actionClient().HandleUnary(ctx, &actionpb.ActionCommand{
 		ServiceName: m.Service.Name,
 		Name:        m.Name,
@@ -34,18 +35,20 @@ func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byt
 	if err != nil {
 		return result{err: userFunctionErr(err)}
 	}
-	return n.actionResult(ctx, m, resp)
+	return n.actionResult(ctx, m, resp, invocationBase(key))
 }
 
 // actionResult runs an ActionResponse's side effects (also after a failure), then yields its
-// reply, the forward target's reply, its failure, or ErrNoReply.
-func (n *Node) actionResult(ctx context.Context, m *catalog.Method, resp *actionpb.ActionResponse) result {
-	n.sideEffects(ctx, resp.GetSideEffects())
+// reply, the forward target's reply, its failure, or ErrNoReply. Forwards and side effects carry
+// keys derived from base (see invocationBase): actions are stateless, so a client's key passes
+// through to the entities they call instead of being remembered by the action.
+func (n *Node) actionResult(ctx context.Context, m *catalog.Method, resp *actionpb.ActionResponse, base string) result {
+	n.sideEffects(ctx, resp.GetSideEffects(), base)
 	switch r := resp.GetResponse().(type) {
 	case *actionpb.ActionResponse_Failure:
 		return result{err: &catalog.CommandFailure{Description: r.Failure.GetDescription()}}
 	case *actionpb.ActionResponse_Forward:
-		return n.forward(ctx, r.Forward)
+		return n.forward(ctx, r.Forward, forwardKey(base))
 	case *actionpb.ActionResponse_Reply:
 		return n.replyResult(m, &cloudstatepb.ClientAction{Action: &cloudstatepb.ClientAction_Reply{Reply: r.Reply}})
 	default:
@@ -58,9 +61,16 @@ func (n *Node) streamAction(m *catalog.Method, s frontdoor.CommandStream) error 
 	ctx := s.Context()
 	first := &actionpb.ActionCommand{ServiceName: m.Service.Name, Name: m.Name, Metadata: s.Metadata()}
 	toAny := func(p []byte) *anypb.Any { return &anypb.Any{TypeUrl: catalog.TypeURL(m.Input), Value: p} }
+	key, err := idempotencyKey(s.Metadata())
+	if err != nil {
+		return err
+	}
+	base, responses := invocationBase(key), 0
 	// emit sends one response to the client: a reply or a forward's reply; a failure ends the call.
+	// The forwards and side effects of each response derive their keys from its position.
 	emit := func(resp *actionpb.ActionResponse) error {
-		res := n.actionResult(ctx, m, resp)
+		responses++
+		res := n.actionResult(ctx, m, resp, derivedKey(base, "response/"+strconv.Itoa(responses)))
 		switch {
 		case errors.Is(res.err, catalog.ErrNoReply):
 			return nil // no stream element
@@ -98,7 +108,7 @@ func (n *Node) streamAction(m *catalog.Method, s frontdoor.CommandStream) error 
 		if err != nil {
 			return userFunctionErr(err)
 		}
-		res := n.actionResult(ctx, m, resp)
+		res := n.actionResult(ctx, m, resp, base)
 		if errors.Is(res.err, catalog.ErrNoReply) {
 			return catalog.ErrNoReply
 		}

@@ -62,6 +62,11 @@ type Config struct {
 	// LeaseMargin covers clock-rate drift and scheduling delay between nodes in the lease rule.
 	// Default 100ms plus 5% of ReadLease.
 	LeaseMargin time.Duration
+	// IdempotencyWindow is how long a command's outcome is remembered for its idempotency key
+	// (docs/idempotency.md): a retry with the same key within the window is answered with the
+	// first outcome. Default 24h; at most 7 days (the idempotency topic keeps records for
+	// broker.IdempotencyRetention).
+	IdempotencyWindow time.Duration
 	// MaxRecvBytes limits one request message. Default 4 MiB.
 	MaxRecvBytes int
 	// AllowProtocolMismatch accepts user functions that report another protocol version.
@@ -137,6 +142,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRecvBytes <= 0 {
 		c.MaxRecvBytes = 4 << 20
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = defaultIdempotencyWindow
+	}
+	if maxWindow := broker.IdempotencyRetention - 24*time.Hour; c.IdempotencyWindow < 0 || c.IdempotencyWindow > maxWindow {
+		return fmt.Errorf("processor: IdempotencyWindow %v must be between 0 and %v (the idempotency topic keeps records for %v)", c.IdempotencyWindow, maxWindow, broker.IdempotencyRetention)
 	}
 	if c.CommitLinger < 0 {
 		return fmt.Errorf("processor: CommitLinger %v is negative", c.CommitLinger)

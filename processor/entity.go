@@ -64,6 +64,11 @@ var errCrashed = errors.New("entity crashed")
 func (e *entity) run() {
 	defer e.drv.close()
 	for r := range e.in {
+		if e.settled(r) {
+			e.o.notes <- doneNote{cmd: r.id, e: e}
+			continue
+		}
+		r.cmdID = e.o.n.commandID(e.o.p)
 		err := e.drv.handle(r)
 		if err != nil {
 			e.log.Warn("entity stream failed; it will be reactivated from durable state", "error", err)
@@ -260,7 +265,12 @@ func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedR
 		return protocolError(r, "reply for command %d while %d is in flight", rep.GetCommandId(), id)
 	}
 	if f := rep.GetClientAction().GetFailure(); f != nil {
-		// A failed command's events and side effects are dropped.
+		// A failed command's events and side effects are dropped; only its outcome is
+		// remembered when it carries an idempotency key.
+		if err := d.e.rememberFailure(r, rep.GetClientAction()); err != nil {
+			r.finish(result{err: err})
+			return nil
+		}
 		r.finish(result{err: &catalog.CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
 			// Close and reopen at once, as Cloudstate's proxy does: the user function sees init
@@ -276,6 +286,10 @@ func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedR
 		return protocolError(r, "a snapshot without events")
 	}
 	recs, seq := d.records(r, rep)
+	recs, err := d.e.remember(r, rep.GetClientAction(), recs)
+	if err != nil {
+		return protocolError(r, "its reply cannot be remembered for the idempotency key: %v", err)
+	}
 	if err := d.e.o.persist(r, recs); err != nil {
 		// Not durable (or unknown): the user function's state has moved ahead of the log, so the
 		// stream is restarted from durable state.
@@ -283,7 +297,7 @@ func (d *esDriver) reply(r *request, id int64, rep *eventsourcedpb.EventSourcedR
 		return fmt.Errorf("persist: %w", err)
 	}
 	d.lastSeq = seq
-	d.e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects())
+	d.e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects(), "")
 	return nil
 }
 
@@ -297,7 +311,7 @@ func (d *esDriver) records(r *request, rep *eventsourcedpb.EventSourcedReply) ([
 	}
 	cfg := &d.e.o.n.cfg.Broker
 	pid := d.e.svc.PersistenceID
-	cmdID := d.e.o.n.commandID(d.e.o.p)
+	cmdID := r.cmdID
 	recs := make([]broker.Record, 0, len(events)+1)
 	for _, ev := range events {
 		seq++

@@ -310,6 +310,8 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 			n.topics[bc.StateTopic(s.PersistenceID)] = topicRole{partition.State, s.PersistenceID}
 		}
 	}
+	// Every partition restores the outcomes of commands that carried idempotency keys.
+	n.topics[bc.IdempotencyTopic()] = topicRole{kind: partition.Idempotency}
 	adm, err := broker.NewAdmin(n.cfg.Broker)
 	if err != nil {
 		return err

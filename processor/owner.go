@@ -29,8 +29,19 @@ type request struct {
 	entityID string
 	payload  []byte
 	md       *cloudstatepb.Metadata
+	key      string      // the idempotency key, "" for none (validated)
 	done     chan result // buffered(1): whoever finishes the command sends exactly once
 	id       core.CmdID  // assigned by the partition loop
+	cmdID    string      // the command id its records carry, assigned when its entity takes it
+}
+
+// dedupBase is what the idempotency keys of r's forwards and side effects derive from: its own
+// key, or its unique command id.
+func (r *request) dedupBase() string {
+	if r.key != "" {
+		return r.key
+	}
+	return "command/" + r.cmdID
 }
 
 // result is a command's outcome: the reply payload (bytes of the output message) or an error.
@@ -104,6 +115,7 @@ type owner struct {
 	storedOK       bool
 	storedCkpt     bool // the image had checkpoints (and was kept)
 	lineageAt      time.Time
+	sweptAt        time.Time // when expired idempotency keys were last removed
 	deadLetters    []broker.Record // quarantined by the restore, committed by acquire
 	stopErr        error           // why run returned, read after done is closed
 	done           chan struct{}
@@ -206,6 +218,9 @@ func (o *owner) acquire(ctx context.Context) error {
 	}
 	// The image is in step with the log as of the restore's start.
 	if err := o.setLineage(restoreStart); err != nil {
+		return fmt.Errorf("partition %d: %w", o.p, err)
+	}
+	if err := o.sweepIdempotency(time.Now()); err != nil {
 		return fmt.Errorf("partition %d: %w", o.p, err)
 	}
 	o.log.Info("partition acquired", "restored_records", n, "took", time.Since(start).Round(time.Millisecond))
@@ -617,6 +632,11 @@ func (o *owner) commit(recs []broker.Record, prs []partition.Record) (core.Outco
 	}
 	if len(prs) > 0 {
 		if err := o.n.store.Apply(o.p, prs, next); err != nil {
+			return core.StorageFailed, fmt.Errorf("%w: %v", errStorage, err)
+		}
+	}
+	if sent.Sub(o.sweptAt) > idempotencySweepEvery {
+		if err := o.sweepIdempotency(sent); err != nil {
 			return core.StorageFailed, fmt.Errorf("%w: %v", errStorage, err)
 		}
 	}

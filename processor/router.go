@@ -34,18 +34,17 @@ var _ frontdoor.Dispatcher = dispatcher{}
 
 // Unary runs a unary command wherever its entity lives.
 func (d dispatcher) Unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
-	return d.n.unary(ctx, m, entityID, payload, md)
+	key, err := idempotencyKey(md)
+	if err != nil {
+		return nil, nil, err
+	}
+	res := d.n.invoke(ctx, m, entityID, payload, md, key)
+	return res.payload, res.md, res.err
 }
 
 // Stream runs a streamed call (see Node.stream).
 func (d dispatcher) Stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
 	return d.n.stream(ctx, m, s)
-}
-
-// unary runs a unary command wherever its entity lives.
-func (n *Node) unary(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) ([]byte, *cloudstatepb.Metadata, error) {
-	res := n.invoke(ctx, m, entityID, payload, md)
-	return res.payload, res.md, res.err
 }
 
 // stream runs a streamed call. Actions support all streamed shapes; entity kinds that stream
@@ -58,8 +57,10 @@ func (n *Node) stream(ctx context.Context, m *catalog.Method, s frontdoor.Comman
 }
 
 // invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
-// A stale owner map is refreshed and the command retried within the caller's deadline.
-func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
+// A stale owner map is refreshed and the command retried within the caller's deadline: always
+// when it never ran, and also when its outcome is unknown if it carries an idempotency key (key),
+// since the owner then answers a second attempt with the first one's outcome.
+func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) result {
 	if _, ok := ctx.Deadline(); !ok {
 		// Every call to the user function has a deadline, also when the client set none.
 		var cancel context.CancelFunc
@@ -69,7 +70,7 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 	switch m.Service.Kind {
 	case catalog.Action:
 		// Actions are stateless: served where the request lands.
-		return n.unaryAction(ctx, m, payload, md)
+		return n.unaryAction(ctx, m, payload, md, key)
 	case catalog.CRDT:
 		return result{err: status.Errorf(codes.Unimplemented, "service %s: CRDT entities are not supported yet", m.Service.Name)}
 	}
@@ -77,8 +78,8 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 	backoff := 5 * time.Millisecond
 	var lastErr error
 	for {
-		res, retry := n.tryOnce(ctx, p, m, entityID, payload, md)
-		if !retry {
+		res, retry := n.tryOnce(ctx, p, m, entityID, payload, md, key)
+		if !retry && !(key != "" && errors.Is(res.err, catalog.ErrOutcomeUnknown)) {
 			return res
 		}
 		lastErr = res.err
@@ -90,6 +91,9 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 			if lastErr == nil {
 				lastErr = ctx.Err()
 			}
+			if errors.Is(lastErr, catalog.ErrOutcomeUnknown) {
+				return result{err: lastErr} // it may have run: never report it as safe to retry
+			}
 			return result{err: fmt.Errorf("%w: partition %d has no reachable owner: %v", catalog.ErrUnavailable, p, lastErr)}
 		case <-changed:
 		case <-t.C:
@@ -100,9 +104,9 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 }
 
 // tryOnce makes one routing attempt; retry reports whether another attempt may succeed.
-func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) (result, bool) {
+func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) (result, bool) {
 	if o := n.localOwner(p); o != nil {
-		res := n.runLocal(ctx, o, m, entityID, payload, md)
+		res := n.runLocal(ctx, o, m, entityID, payload, md, key)
 		return res, errors.Is(res.err, catalog.ErrNotOwner)
 	}
 	rec, _ := n.owners.get(p)
@@ -120,8 +124,9 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID
 		Method:    m.Name,
 		Payload:   payload,
 		Metadata:  md,
-		Partition: p,
-		EntityId:  entityID,
+		Partition:      p,
+		EntityId:       entityID,
+		IdempotencyKey: key,
 	}, grpc.Trailer(&trailer))
 	if err == nil {
 		return result{payload: resp.GetPayload(), md: resp.GetMetadata()}, false
@@ -192,8 +197,8 @@ func (n *Node) localOwner(p int32) *owner {
 }
 
 // runLocal submits a command to a local partition and waits for its outcome or the deadline.
-func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata) result {
-	r := &request{ctx: ctx, method: m, entityID: entityID, payload: payload, md: md, done: make(chan result, 1)}
+func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) result {
+	r := &request{ctx: ctx, method: m, entityID: entityID, payload: payload, md: md, key: key, done: make(chan result, 1)}
 	n.mu.Lock()
 	if n.local[o.p] != o {
 		n.mu.Unlock()
@@ -236,6 +241,11 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	if id != req.GetEntityId() {
 		return nil, status.Errorf(codes.InvalidArgument, "entity_id %q does not match the entity key %q of the payload", req.GetEntityId(), id)
 	}
+	if k := req.GetIdempotencyKey(); k != "" {
+		if err := checkIdempotencyKey(k); err != nil {
+			return nil, frontdoor.ToStatus(err)
+		}
+	}
 	p := broker.Partition([]byte(id), n.cfg.Broker.Partitions)
 	if req.GetPartition() != p {
 		return nil, status.Errorf(codes.InvalidArgument, "entity %q is in partition %d of %d here, not %d: do all nodes of the app use the same partition count?", id, p, n.cfg.Broker.Partitions, req.GetPartition())
@@ -248,7 +258,7 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 	if o == nil {
 		return nil, notOwner()
 	}
-	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata())
+	res := n.runLocal(ctx, o, m, req.GetEntityId(), req.GetPayload(), req.GetMetadata(), req.GetIdempotencyKey())
 	if errors.Is(res.err, catalog.ErrNotOwner) {
 		return nil, notOwner()
 	}
@@ -262,8 +272,9 @@ func (s *nodeService) Forward(ctx context.Context, req *kstatev1.ForwardRequest)
 // complete finishes a command whose events are durable: synchronous side effects are awaited,
 // asynchronous ones started, and the reply (or the forward target's reply) sent to the caller.
 // The work runs off the entity's goroutine, so the entity can take its next command and a forward
-// to the same entity cannot deadlock.
-func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cloudstatepb.SideEffect) {
+// to the same entity cannot deadlock. Side effects and the forward carry idempotency keys derived
+// from r's (fwdKey, when set, is the forward's: a replayed outcome's).
+func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cloudstatepb.SideEffect, fwdKey string) {
 	if len(effects) == 0 && ca.GetForward() == nil {
 		r.finish(n.replyResult(r.method, ca))
 		return
@@ -280,9 +291,13 @@ func (n *Node) complete(r *request, ca *cloudstatepb.ClientAction, effects []*cl
 	go func() {
 		defer func() { <-n.background }()
 		defer n.wg.Done()
-		n.sideEffects(r.ctx, effects)
+		base := r.dedupBase()
+		n.sideEffects(r.ctx, effects, base)
 		if f := ca.GetForward(); f != nil {
-			r.finish(n.forward(r.ctx, f))
+			if fwdKey == "" {
+				fwdKey = forwardKey(base)
+			}
+			r.finish(n.forward(r.ctx, f, fwdKey))
 			return
 		}
 		r.finish(n.replyResult(r.method, ca))
@@ -302,26 +317,28 @@ func (n *Node) replyResult(m *catalog.Method, ca *cloudstatepb.ClientAction) res
 	return result{payload: rep.GetPayload().GetValue(), md: rep.GetMetadata()}
 }
 
-// forward runs the forward target as a new command; its reply becomes the caller's reply.
-func (n *Node) forward(ctx context.Context, f *cloudstatepb.Forward) result {
+// forward runs the forward target as a new command with idempotency key key; its reply becomes
+// the caller's reply.
+func (n *Node) forward(ctx context.Context, f *cloudstatepb.Forward, key string) result {
 	payload, target, id, err := n.resolveTarget(ctx, f.GetServiceName(), f.GetCommandName(), f.GetPayload().GetTypeUrl(), f.GetPayload().GetValue())
 	if err != nil {
 		return result{err: err}
 	}
-	return n.invoke(ctx, target, id, payload, f.GetMetadata())
+	return n.invoke(ctx, target, id, payload, f.GetMetadata(), key)
 }
 
 // sideEffects runs synchronous side effects in order and waits for them; asynchronous ones run
-// in the background under the node's lifetime.
-func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffect) {
-	for _, se := range effects {
+// in the background under the node's lifetime. Each carries a key derived from base.
+func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffect, base string) {
+	for i, se := range effects {
+		key := effectKey(base, i)
 		payload, target, id, err := n.resolveTarget(ctx, se.GetServiceName(), se.GetCommandName(), se.GetPayload().GetTypeUrl(), se.GetPayload().GetValue())
 		if err != nil {
 			n.log.Warn("side effect dropped", "service", se.GetServiceName(), "command", se.GetCommandName(), "error", err)
 			continue
 		}
 		run := func(ctx context.Context) {
-			if res := n.invoke(ctx, target, id, payload, se.GetMetadata()); res.err != nil {
+			if res := n.invoke(ctx, target, id, payload, se.GetMetadata(), key); res.err != nil {
 				n.log.Warn("side effect failed", "method", target.FullName, "entity", id, "error", res.err)
 			}
 		}

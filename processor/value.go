@@ -77,7 +77,12 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 		return protocolError(r, "reply for command %d while %d is in flight", rep.GetCommandId(), id)
 	}
 	if f := rep.GetClientAction().GetFailure(); f != nil {
-		// A failure drops the state change and the side effects.
+		// A failure drops the state change and the side effects; only its outcome is
+		// remembered when it carries an idempotency key.
+		if err := e.rememberFailure(r, rep.GetClientAction()); err != nil {
+			r.finish(result{err: err})
+			return nil
+		}
 		r.finish(result{err: &catalog.CommandFailure{Description: f.GetDescription(), Restart: f.GetRestart()}})
 		if f.GetRestart() {
 			// Reopen at once with the durable state, as Cloudstate's proxy does.
@@ -95,7 +100,7 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 			Partition: e.o.p,
 			Key:       []byte(e.key.ID),
 			Headers: []broker.Header{
-				{Key: kstatev1.HeaderCommandID, Value: []byte(e.o.n.commandID(e.o.p))},
+				{Key: kstatev1.HeaderCommandID, Value: []byte(r.cmdID)},
 				{Key: kstatev1.HeaderEntityType, Value: []byte(e.svc.Name)},
 			},
 		}
@@ -115,10 +120,14 @@ func (d *valueDriver) reply(r *request, id int64, rep *valueentitypb.ValueEntity
 		}
 		recs = append(recs, rec)
 	}
+	recs, err := e.remember(r, rep.GetClientAction(), recs)
+	if err != nil {
+		return protocolError(r, "its reply cannot be remembered for the idempotency key: %v", err)
+	}
 	if err := e.o.persist(r, recs); err != nil {
 		r.finish(result{err: err})
 		return fmt.Errorf("persist: %w", err)
 	}
-	e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects())
+	e.o.n.complete(r, rep.GetClientAction(), rep.GetSideEffects(), "")
 	return nil
 }

@@ -37,3 +37,10 @@ const (
 	HeaderDeadLetterOffset    = "kstate-dlq-offset"
 	HeaderDeadLetterReason    = "kstate-dlq-reason"
 )
+
+// Request headers kstate reads.
+const (
+	// IdempotencyKeyHeader is the gRPC metadata key (HTTP: Idempotency-Key) of a command's
+	// idempotency key: a retry with the same key is answered with the first attempt's outcome.
+	IdempotencyKeyHeader = "idempotency-key"
+)

@@ -39,9 +39,12 @@ type ForwardRequest struct {
 	// The entity id the sender extracted.
 	EntityId string `protobuf:"bytes,6,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
 	// How many times the command has been forwarded, to stop loops while ownership moves.
-	Hops          int32 `protobuf:"varint,7,opt,name=hops,proto3" json:"hops,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hops int32 `protobuf:"varint,7,opt,name=hops,proto3" json:"hops,omitempty"`
+	// The command's idempotency key: the client's, or one kstate derived for a forward or side
+	// effect. The owner answers a retry with the same key from its remembered outcome.
+	IdempotencyKey string `protobuf:"bytes,8,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ForwardRequest) Reset() {
@@ -123,6 +126,13 @@ func (x *ForwardRequest) GetHops() int32 {
 	return 0
 }
 
+func (x *ForwardRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 // The owner's answer to a ForwardRequest.
 type ForwardResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -181,7 +191,7 @@ var File_kstate_v1_node_proto protoreflect.FileDescriptor
 
 const file_kstate_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14kstate/v1/node.proto\x12\tkstate.v1\x1a\x17cloudstate/entity.proto\"\xdd\x01\n" +
+	"\x14kstate/v1/node.proto\x12\tkstate.v1\x1a\x17cloudstate/entity.proto\"\x86\x02\n" +
 	"\x0eForwardRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
@@ -189,7 +199,8 @@ const file_kstate_v1_node_proto_rawDesc = "" +
 	"\bmetadata\x18\x04 \x01(\v2\x14.cloudstate.MetadataR\bmetadata\x12\x1c\n" +
 	"\tpartition\x18\x05 \x01(\x05R\tpartition\x12\x1b\n" +
 	"\tentity_id\x18\x06 \x01(\tR\bentityId\x12\x12\n" +
-	"\x04hops\x18\a \x01(\x05R\x04hops\"]\n" +
+	"\x04hops\x18\a \x01(\x05R\x04hops\x12'\n" +
+	"\x0fidempotency_key\x18\b \x01(\tR\x0eidempotencyKey\"]\n" +
 	"\x0fForwardResponse\x12\x18\n" +
 	"\apayload\x18\x01 \x01(\fR\apayload\x120\n" +
 	"\bmetadata\x18\x02 \x01(\v2\x14.cloudstate.MetadataR\bmetadata2H\n" +

@@ -333,6 +333,166 @@ func (x *CrdtDeltaRecord) GetDelta() *crdtpb.CrdtDelta {
 	return nil
 }
 
+// Value of a record on the `ns.<app>.idempotency` topic (key: the entity id): the outcome of a
+// command that carried an idempotency key, written in the same transaction as the command's
+// events or state, so a retry with the same key — on any node, after any failover — is answered
+// with this outcome instead of running the command again.
+type IdempotencyRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entity's persistence id (its type); with the record key and `key` it names the entry.
+	PersistenceId string `protobuf:"bytes,1,opt,name=persistence_id,json=persistenceId,proto3" json:"persistence_id,omitempty"`
+	// The client's idempotency key, or a key kstate derived for a forward or side effect.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// SHA-256 of the method's full name and the request payload: a retry must repeat the request.
+	RequestHash []byte `protobuf:"bytes,3,opt,name=request_hash,json=requestHash,proto3" json:"request_hash,omitempty"`
+	// When the entry stops deduplicating and may be removed.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The command id the command's records carry (kstate-command-id).
+	CommandId string `protobuf:"bytes,5,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Types that are valid to be assigned to Outcome:
+	//
+	//	*IdempotencyRecord_Reply
+	//	*IdempotencyRecord_Failure
+	//	*IdempotencyRecord_Forward
+	Outcome isIdempotencyRecord_Outcome `protobuf_oneof:"outcome"`
+	// The derived idempotency key of the forward, when the outcome is one.
+	ForwardKey    string `protobuf:"bytes,9,opt,name=forward_key,json=forwardKey,proto3" json:"forward_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdempotencyRecord) Reset() {
+	*x = IdempotencyRecord{}
+	mi := &file_kstate_v1_records_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdempotencyRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdempotencyRecord) ProtoMessage() {}
+
+func (x *IdempotencyRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_kstate_v1_records_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdempotencyRecord.ProtoReflect.Descriptor instead.
+func (*IdempotencyRecord) Descriptor() ([]byte, []int) {
+	return file_kstate_v1_records_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *IdempotencyRecord) GetPersistenceId() string {
+	if x != nil {
+		return x.PersistenceId
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetRequestHash() []byte {
+	if x != nil {
+		return x.RequestHash
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *IdempotencyRecord) GetOutcome() isIdempotencyRecord_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetReply() *cloudstatepb.Reply {
+	if x != nil {
+		if x, ok := x.Outcome.(*IdempotencyRecord_Reply); ok {
+			return x.Reply
+		}
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetFailure() *cloudstatepb.Failure {
+	if x != nil {
+		if x, ok := x.Outcome.(*IdempotencyRecord_Failure); ok {
+			return x.Failure
+		}
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetForward() *cloudstatepb.Forward {
+	if x != nil {
+		if x, ok := x.Outcome.(*IdempotencyRecord_Forward); ok {
+			return x.Forward
+		}
+	}
+	return nil
+}
+
+func (x *IdempotencyRecord) GetForwardKey() string {
+	if x != nil {
+		return x.ForwardKey
+	}
+	return ""
+}
+
+type isIdempotencyRecord_Outcome interface {
+	isIdempotencyRecord_Outcome()
+}
+
+type IdempotencyRecord_Reply struct {
+	// The command replied; a reply without a payload when it sent none.
+	Reply *cloudstatepb.Reply `protobuf:"bytes,6,opt,name=reply,proto3,oneof"`
+}
+
+type IdempotencyRecord_Failure struct {
+	// The command failed (a ClientAction failure); nothing else of it was written.
+	Failure *cloudstatepb.Failure `protobuf:"bytes,7,opt,name=failure,proto3,oneof"`
+}
+
+type IdempotencyRecord_Forward struct {
+	// The command forwarded; a retry re-sends the forward with its derived key
+	// (forward_key), whose target answers with its own remembered reply.
+	Forward *cloudstatepb.Forward `protobuf:"bytes,8,opt,name=forward,proto3,oneof"`
+}
+
+func (*IdempotencyRecord_Reply) isIdempotencyRecord_Outcome() {}
+
+func (*IdempotencyRecord_Failure) isIdempotencyRecord_Outcome() {}
+
+func (*IdempotencyRecord_Forward) isIdempotencyRecord_Outcome() {}
+
 var File_kstate_v1_records_proto protoreflect.FileDescriptor
 
 const file_kstate_v1_records_proto_rawDesc = "" +
@@ -364,7 +524,21 @@ const file_kstate_v1_records_proto_rawDesc = "" +
 	"originNode\x12\x1d\n" +
 	"\n" +
 	"origin_seq\x18\x02 \x01(\x03R\toriginSeq\x120\n" +
-	"\x05delta\x18\x03 \x01(\v2\x1a.cloudstate.crdt.CrdtDeltaR\x05deltaB5Z3github.com/kstatehq/kstate/proto/kstate/v1;kstatev1b\x06proto3"
+	"\x05delta\x18\x03 \x01(\v2\x1a.cloudstate.crdt.CrdtDeltaR\x05delta\"\x82\x03\n" +
+	"\x11IdempotencyRecord\x12%\n" +
+	"\x0epersistence_id\x18\x01 \x01(\tR\rpersistenceId\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12!\n" +
+	"\frequest_hash\x18\x03 \x01(\fR\vrequestHash\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x05 \x01(\tR\tcommandId\x12)\n" +
+	"\x05reply\x18\x06 \x01(\v2\x11.cloudstate.ReplyH\x00R\x05reply\x12/\n" +
+	"\afailure\x18\a \x01(\v2\x13.cloudstate.FailureH\x00R\afailure\x12/\n" +
+	"\aforward\x18\b \x01(\v2\x13.cloudstate.ForwardH\x00R\aforward\x12\x1f\n" +
+	"\vforward_key\x18\t \x01(\tR\n" +
+	"forwardKeyB\t\n" +
+	"\aoutcomeB5Z3github.com/kstatehq/kstate/proto/kstate/v1;kstatev1b\x06proto3"
 
 var (
 	file_kstate_v1_records_proto_rawDescOnce sync.Once
@@ -378,28 +552,36 @@ func file_kstate_v1_records_proto_rawDescGZIP() []byte {
 	return file_kstate_v1_records_proto_rawDescData
 }
 
-var file_kstate_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_kstate_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_kstate_v1_records_proto_goTypes = []any{
 	(*OwnerRecord)(nil),           // 0: kstate.v1.OwnerRecord
 	(*SnapshotRecord)(nil),        // 1: kstate.v1.SnapshotRecord
 	(*CommandEnvelope)(nil),       // 2: kstate.v1.CommandEnvelope
 	(*CrdtDeltaRecord)(nil),       // 3: kstate.v1.CrdtDeltaRecord
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*anypb.Any)(nil),             // 5: google.protobuf.Any
-	(*cloudstatepb.Metadata)(nil), // 6: cloudstate.Metadata
-	(*crdtpb.CrdtDelta)(nil),      // 7: cloudstate.crdt.CrdtDelta
+	(*IdempotencyRecord)(nil),     // 4: kstate.v1.IdempotencyRecord
+	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*anypb.Any)(nil),             // 6: google.protobuf.Any
+	(*cloudstatepb.Metadata)(nil), // 7: cloudstate.Metadata
+	(*crdtpb.CrdtDelta)(nil),      // 8: cloudstate.crdt.CrdtDelta
+	(*cloudstatepb.Reply)(nil),    // 9: cloudstate.Reply
+	(*cloudstatepb.Failure)(nil),  // 10: cloudstate.Failure
+	(*cloudstatepb.Forward)(nil),  // 11: cloudstate.Forward
 }
 var file_kstate_v1_records_proto_depIdxs = []int32{
-	4, // 0: kstate.v1.OwnerRecord.acquired_at:type_name -> google.protobuf.Timestamp
-	5, // 1: kstate.v1.SnapshotRecord.snapshot:type_name -> google.protobuf.Any
-	5, // 2: kstate.v1.CommandEnvelope.payload:type_name -> google.protobuf.Any
-	6, // 3: kstate.v1.CommandEnvelope.metadata:type_name -> cloudstate.Metadata
-	7, // 4: kstate.v1.CrdtDeltaRecord.delta:type_name -> cloudstate.crdt.CrdtDelta
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	5,  // 0: kstate.v1.OwnerRecord.acquired_at:type_name -> google.protobuf.Timestamp
+	6,  // 1: kstate.v1.SnapshotRecord.snapshot:type_name -> google.protobuf.Any
+	6,  // 2: kstate.v1.CommandEnvelope.payload:type_name -> google.protobuf.Any
+	7,  // 3: kstate.v1.CommandEnvelope.metadata:type_name -> cloudstate.Metadata
+	8,  // 4: kstate.v1.CrdtDeltaRecord.delta:type_name -> cloudstate.crdt.CrdtDelta
+	5,  // 5: kstate.v1.IdempotencyRecord.expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 6: kstate.v1.IdempotencyRecord.reply:type_name -> cloudstate.Reply
+	10, // 7: kstate.v1.IdempotencyRecord.failure:type_name -> cloudstate.Failure
+	11, // 8: kstate.v1.IdempotencyRecord.forward:type_name -> cloudstate.Forward
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_kstate_v1_records_proto_init() }
@@ -407,13 +589,18 @@ func file_kstate_v1_records_proto_init() {
 	if File_kstate_v1_records_proto != nil {
 		return
 	}
+	file_kstate_v1_records_proto_msgTypes[4].OneofWrappers = []any{
+		(*IdempotencyRecord_Reply)(nil),
+		(*IdempotencyRecord_Failure)(nil),
+		(*IdempotencyRecord_Forward)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kstate_v1_records_proto_rawDesc), len(file_kstate_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
