@@ -115,7 +115,7 @@ type owner struct {
 	storedOK       bool
 	storedCkpt     bool // the image had checkpoints (and was kept)
 	lineageAt      time.Time
-	sweptAt        time.Time // when expired idempotency keys were last removed
+	sweptAt        time.Time       // when expired idempotency keys were last removed
 	deadLetters    []broker.Record // quarantined by the restore, committed by acquire
 	stopErr        error           // why run returned, read after done is closed
 	done           chan struct{}

@@ -120,10 +120,10 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID
 	}
 	var trailer metadata.MD
 	resp, err := kstatev1.NewNodeClient(cc).Forward(ctx, &kstatev1.ForwardRequest{
-		Service:   m.Service.Name,
-		Method:    m.Name,
-		Payload:   payload,
-		Metadata:  md,
+		Service:        m.Service.Name,
+		Method:         m.Name,
+		Payload:        payload,
+		Metadata:       md,
 		Partition:      p,
 		EntityId:       entityID,
 		IdempotencyKey: key,
