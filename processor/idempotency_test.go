@@ -227,3 +227,104 @@ func TestIdempotencySurvivesRestore(t *testing.T) {
 		t.Fatalf("%d events, want 1", c)
 	}
 }
+
+// A forward of a keyed command carries a derived key: the retry re-sends the forward, and its
+// target answers from its own remembered outcome — neither entity runs twice.
+func TestIdempotentForwardIsNotRunTwice(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, esEntities(0)...)
+	_, cc := testNode(t, brokers, kafkatest.Unique(t, "idemf"), uf.addr)
+
+	ch := callKey(cc, "cart-f", "fwd", "fk", 20*time.Second)
+	fs := uf.next(t)
+	expectInit(t, fs, esService, "cart-f")
+	expectCommand(t, fs, 1, "Process")
+	fs.send(&eventsourcedpb.EventSourcedStreamOut{Message: &eventsourcedpb.EventSourcedStreamOut_Reply{Reply: &eventsourcedpb.EventSourcedReply{
+		CommandId: 1,
+		ClientAction: &cloudstatepb.ClientAction{Action: &cloudstatepb.ClientAction_Forward{Forward: &cloudstatepb.Forward{
+			ServiceName: esTwo, CommandName: "Call", Payload: anyOf(t, &testpb.Request{Id: "target", Payload: "p"}),
+		}}},
+		Events: []*anypb.Any{event(t, "forwarded")},
+	}}})
+	two := uf.next(t)
+	expectInit(t, two, esTwo, "target")
+	expectCommand(t, two, 1, "Call")
+	two.send(replyOut(1, &testpb.Response{Message: "from two"}, []*anypb.Any{event(t, "target-ev")}, nil))
+	if r := wait(t, ch); r.err != nil || r.resp.GetMessage() != "from two" {
+		t.Fatalf("%v %v", r.resp, r.err)
+	}
+	if r := wait(t, callKey(cc, "cart-f", "fwd", "fk", 20*time.Second)); r.err != nil || r.resp.GetMessage() != "from two" {
+		t.Fatalf("retry: %v %v, want the forward target's first reply", r.resp, r.err)
+	}
+	uf.noMoreInteractions(t)
+}
+
+// Value entities remember keyed outcomes the same way.
+func TestIdempotentValueEntity(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, valueEntities(0)...)
+	n, cc := testNode(t, brokers, kafkatest.Unique(t, "idemv"), uf.addr)
+	callV := func(key string) chan callResult {
+		ch := make(chan callResult, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			ctx = metadata.AppendToOutgoingContext(ctx, kstatev1.IdempotencyKeyHeader, key)
+			r, err := testpb.NewValueTestClient(cc).Process(ctx, &testpb.Request{Id: "v-1"})
+			ch <- callResult{r, err}
+		}()
+		return ch
+	}
+	ch := callV("vk")
+	vs := uf.nextValue(t)
+	expectValueInit(t, vs, "v-1")
+	expectValueCommand(t, vs, 1)
+	vs.send(valueReply(t, 1, "set", update(t, "a")))
+	if r := wait(t, ch); r.err != nil || r.resp.GetMessage() != "set" {
+		t.Fatal(r.resp, r.err)
+	}
+	if r := wait(t, callV("vk")); r.err != nil || r.resp.GetMessage() != "set" {
+		t.Fatalf("retry: %v %v", r.resp, r.err)
+	}
+	uf.noMoreInteractions(t)
+	if recs := stateTopic(t, n, "v-1"); len(recs) != 1 {
+		t.Fatalf("%d state records, want 1", len(recs))
+	}
+}
+
+// A command whose deadline passes while it waits behind another command of its entity never
+// runs and never reaches the journal (issue: an expired command still ran).
+func TestExpiredCommandIsNeverInTheJournal(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, esEntities(0)...)
+	n, cc := testNode(t, brokers, kafkatest.Unique(t, "expired"), uf.addr)
+
+	first := callKey(cc, "cart-x", "slow", "", 20*time.Second)
+	fs := uf.next(t)
+	expectInit(t, fs, esService, "cart-x")
+	expectCommand(t, fs, 1, "Process")
+	late := callKey(cc, "cart-x", "late", "", 300*time.Millisecond)
+	if r := wait(t, late); status.Code(r.err) != codes.DeadlineExceeded {
+		t.Fatalf("queued command: %v, want DEADLINE_EXCEEDED", r.err)
+	}
+	fs.send(replyOut(1, &testpb.Response{Message: "slow"}, []*anypb.Any{event(t, "slow")}, nil))
+	if r := wait(t, first); r.err != nil {
+		t.Fatal(r.err)
+	}
+	// The entity takes its next command: the expired one was dropped, not run.
+	next := callKey(cc, "cart-x", "next", "", 20*time.Second)
+	if c := expectCommand(t, fs, 2, "Process"); !strings.Contains(string(c.GetPayload().GetValue()), "next") {
+		t.Fatalf("the entity ran %q after the expired command", c.GetPayload().GetValue())
+	}
+	fs.send(replyOut(2, &testpb.Response{Message: "next"}, []*anypb.Any{event(t, "next")}, nil))
+	wait(t, next)
+	for _, r := range journal(t, n, testPID) {
+		if strings.Contains(string(r.Value), "late") {
+			t.Fatal("the expired command is in the journal")
+		}
+	}
+	if c := eventsOf(t, n, "cart-x"); c != 2 {
+		t.Fatalf("%d events, want 2", c)
+	}
+	uf.noMoreInteractions(t)
+}

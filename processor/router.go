@@ -78,8 +78,8 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 	backoff := 5 * time.Millisecond
 	var lastErr error
 	for {
-		res, retry := n.tryOnce(ctx, p, m, entityID, payload, md, key)
-		if !retry && !(key != "" && errors.Is(res.err, catalog.ErrOutcomeUnknown)) {
+		res, neverRan := n.tryOnce(ctx, p, m, entityID, payload, md, key)
+		if !mayRetry(res.err, neverRan, key != "") {
 			return res
 		}
 		lastErr = res.err
@@ -103,7 +103,16 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 	}
 }
 
-// tryOnce makes one routing attempt; retry reports whether another attempt may succeed.
+// mayRetry is the router's rule for another attempt after err: a command that surely never ran
+// (neverRan) may always be sent again; one whose outcome is unknown only when it carries an
+// idempotency key (keyed), since its owner then answers the second attempt with the first one's
+// outcome instead of running it again. Anything else is the command's answer.
+func mayRetry(err error, neverRan, keyed bool) bool {
+	return neverRan || keyed && errors.Is(err, catalog.ErrOutcomeUnknown)
+}
+
+// tryOnce makes one routing attempt; neverRan reports that the command surely did not run (not
+// the owner, or the peer could not be dialled), so another attempt is always safe.
 func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) (result, bool) {
 	if o := n.localOwner(p); o != nil {
 		res := n.runLocal(ctx, o, m, entityID, payload, md, key)
@@ -136,6 +145,10 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID
 		return result{err: fmt.Errorf("%w: %s", catalog.ErrNotOwner, status.Convert(err).Message())}, true
 	case forwardUnknown:
 		return result{err: fmt.Errorf("%w: forward to node %s: %v", catalog.ErrOutcomeUnknown, rec.GetNodeId(), status.Convert(err).Message())}, false
+	}
+	if frontdoor.HasReason(err, frontdoor.ReasonOutcomeUnknown) {
+		// The owner itself does not know (its commit was indefinite): as unknown as a broken call.
+		return result{err: fmt.Errorf("%w (at node %s)", catalog.ErrOutcomeUnknown, rec.GetNodeId())}, false
 	}
 	return result{err: err}, false
 }

@@ -876,6 +876,16 @@ func TestToStatus(t *testing.T) {
 	if ToStatus(nil) != nil {
 		t.Error("ToStatus(nil) != nil")
 	}
+	// The outcome classes carry a machine-readable reason.
+	if err := ToStatus(fmt.Errorf("commit: %w", catalog.ErrOutcomeUnknown)); !HasReason(err, ReasonOutcomeUnknown) || HasReason(err, ReasonNotRun) {
+		t.Errorf("outcome unknown: %v without its reason", err)
+	}
+	if err := ToStatus(catalog.ErrNotOwner); !HasReason(err, ReasonNotRun) {
+		t.Errorf("not the owner: %v without its reason", err)
+	}
+	if HasReason(ToStatus(catalog.ErrInvalidArgument), ReasonNotRun) || HasReason(errors.New("x"), ReasonNotRun) {
+		t.Error("a reason on an error that has none")
+	}
 	// A status error is returned as is, not re-wrapped.
 	orig := status.Error(codes.Aborted, "a")
 	if ToStatus(orig) != orig {

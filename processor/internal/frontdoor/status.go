@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -20,8 +21,10 @@ import (
 //   - ErrInvalidArgument → codes.InvalidArgument
 //   - ErrUnknownService, ErrUnknownMethod, ErrUnknownEntity → codes.Unimplemented
 //   - ErrOverloaded (a full bounded queue) → codes.ResourceExhausted
-//   - ErrOutcomeUnknown → codes.DeadlineExceeded (may have happened; not retried by retry policies)
-//   - ErrNotOwner, ErrUnavailable, ErrClosed → codes.Unavailable (never ran: safe to retry)
+//   - ErrOutcomeUnknown → codes.DeadlineExceeded (may have happened; not retried by retry
+//     policies), with an ErrorInfo detail of reason ReasonOutcomeUnknown
+//   - ErrNotOwner, ErrUnavailable, ErrClosed → codes.Unavailable (never ran: safe to retry), with an
+//     ErrorInfo detail of reason ReasonNotRun
 //   - context.DeadlineExceeded → codes.DeadlineExceeded; context.Canceled → codes.Canceled
 //   - a wrapped gRPC status (found with errors.As) → that status
 //   - anything else → codes.Internal
@@ -48,9 +51,9 @@ func ToStatus(err error) error {
 	case errors.Is(err, catalog.ErrOverloaded):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, catalog.ErrOutcomeUnknown):
-		return status.Error(codes.DeadlineExceeded, err.Error())
+		return withReason(codes.DeadlineExceeded, err.Error(), ReasonOutcomeUnknown)
 	case errors.Is(err, catalog.ErrNotOwner), errors.Is(err, catalog.ErrUnavailable), errors.Is(err, catalog.ErrClosed):
-		return status.Error(codes.Unavailable, err.Error())
+		return withReason(codes.Unavailable, err.Error(), ReasonNotRun)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, context.Canceled):
@@ -63,4 +66,39 @@ func ToStatus(err error) error {
 		}
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// ErrorInfo reasons (google.rpc.ErrorInfo, domain ErrorDomain) that tell a client what happened to
+// a command that did not succeed; docs/idempotency.md has the table.
+const (
+	// ErrorDomain is the domain of kstate's ErrorInfo details.
+	ErrorDomain = "kstate.dev"
+	// ReasonNotRun: the command did not run; retrying it is safe.
+	ReasonNotRun = "NOT_RUN"
+	// ReasonOutcomeUnknown: the command may or may not have been applied; retry it only with the
+	// same idempotency key.
+	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
+)
+
+// withReason is a status with an ErrorInfo detail of reason.
+func withReason(code codes.Code, msg, reason string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// HasReason reports whether err is a status carrying kstate's ErrorInfo detail of reason.
+func HasReason(err error, reason string) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == ErrorDomain && ei.GetReason() == reason {
+			return true
+		}
+	}
+	return false
 }
