@@ -48,6 +48,24 @@ type chaosOp struct {
 	Code    string
 	Msg     string
 	Items   string // reads: the canonical cart (sorted product ids; "id*q" for a quantity q ≠ 1)
+	Key     string // the idempotency key of a retrying client's operation, "" for none
+	Attempt int    // 0 for the first attempt, then one per retry with the same key
+}
+
+// mergeAttempt folds another attempt o of the same add into prev (nil at first): the strongest
+// outcome any attempt had (acknowledged, then indeterminate, then failed) and the earliest call,
+// since any attempt that ran may be the one that took effect.
+func mergeAttempt(prev, o *chaosOp) *chaosOp {
+	if prev == nil {
+		return o
+	}
+	rank := map[string]int{outFail: 0, outInfo: 1, outOK: 2}
+	best := *prev
+	if rank[o.Outcome] > rank[prev.Outcome] {
+		best = *o
+	}
+	best.Call = min(prev.Call, o.Call)
+	return &best
 }
 
 func (o *chaosOp) key() string { return o.Kind + "/" + o.Entity }
@@ -330,7 +348,7 @@ func explainEntity(k string, es []*chaosOp) []string {
 	for _, o := range es {
 		switch {
 		case o.Write:
-			attempted[o.Product] = o
+			attempted[o.Product] = mergeAttempt(attempted[o.Product], o)
 			if o.Outcome == outOK {
 				acked = append(acked, o)
 			}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
@@ -29,6 +31,7 @@ type chaosConfig struct {
 	duration   time.Duration   // KSTATE_CHAOS_DURATION: the nemesis phase
 	postHeal   time.Duration   // KSTATE_CHAOS_POSTHEAL: the phase after heal
 	clients    int             // KSTATE_CHAOS_CLIENTS
+	retrying   int             // KSTATE_CHAOS_RETRYING: how many of the clients retry with idempotency keys
 	entities   int             // KSTATE_CHAOS_ENTITIES: carts of each kind
 	partitions int32           // KSTATE_CHAOS_PARTITIONS
 	session    time.Duration   // KSTATE_CHAOS_SESSION: the nodes' group session timeout
@@ -69,6 +72,7 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 		duration:   envDuration(t, "KSTATE_CHAOS_DURATION", 2*time.Minute+10*time.Second),
 		postHeal:   envDuration(t, "KSTATE_CHAOS_POSTHEAL", 20*time.Second),
 		clients:    int(envInt(t, "KSTATE_CHAOS_CLIENTS", 10)),
+		retrying:   int(envInt(t, "KSTATE_CHAOS_RETRYING", 5)),
 		entities:   int(envInt(t, "KSTATE_CHAOS_ENTITIES", 20)),
 		partitions: int32(envInt(t, "KSTATE_CHAOS_PARTITIONS", 16)),
 		session:    envDuration(t, "KSTATE_CHAOS_SESSION", 3*time.Second),
@@ -97,6 +101,9 @@ func chaosConfigFromEnv(t *testing.T) chaosConfig {
 	}
 	if cfg.hotPct < 0 || cfg.hotPct > 100 || cfg.writePct < 0 || cfg.writePct > 100 {
 		t.Fatalf("KSTATE_CHAOS_HOT and KSTATE_CHAOS_WRITES are percentages: %d, %d", cfg.hotPct, cfg.writePct)
+	}
+	if cfg.retrying < 0 || cfg.retrying > cfg.clients {
+		t.Fatalf("KSTATE_CHAOS_RETRYING=%d: between 0 and the %d clients", cfg.retrying, cfg.clients)
 	}
 	if cfg.clients < 1 || cfg.clients > 64 || cfg.entities < 1 || cfg.entities > 1000 || cfg.partitions < 1 || cfg.partitions > 256 {
 		t.Fatalf("chaos configuration out of range: %+v", cfg)
@@ -147,8 +154,8 @@ func TestChaos(t *testing.T) {
 			faults = append(faults, f.kind)
 		}
 	}
-	t.Logf("chaos: seed %d (replay with KSTATE_CHAOS_SEED=%d), nemesis %v (%s), post-heal %v, %d clients, %d carts of each kind, %d partitions, session %v, op timeout %v, %d%% on hot carts, %d%% adds",
-		cfg.seed, cfg.seed, cfg.duration, strings.Join(faults, ","), cfg.postHeal, cfg.clients, cfg.entities, cfg.partitions, cfg.session, cfg.opTimeout, cfg.hotPct, cfg.writePct)
+	t.Logf("chaos: seed %d (replay with KSTATE_CHAOS_SEED=%d), nemesis %v (%s), post-heal %v, %d clients (%d retrying with idempotency keys), %d carts of each kind, %d partitions, session %v, op timeout %v, %d%% on hot carts, %d%% adds",
+		cfg.seed, cfg.seed, cfg.duration, strings.Join(faults, ","), cfg.postHeal, cfg.clients, cfg.retrying, cfg.entities, cfg.partitions, cfg.session, cfg.opTimeout, cfg.hotPct, cfg.writePct)
 
 	c := &cluster{t: t, brokers: kafkatest.Cluster(t), app: kafkatest.Unique(t, "chaos"), partitions: cfg.partitions}
 	cc := newChaosCluster(t, c, 3, cfg.session, cfg.outDir)
@@ -232,6 +239,7 @@ func TestChaos(t *testing.T) {
 	// Journal audit and final states.
 	auditJournal(t, &sum, c, ops, final)
 	auditValueCarts(t, &sum, ops, final)
+	w.auditReplays(t, &sum)
 
 	// Linearizability.
 	expl := explainViolations(ops)
@@ -276,7 +284,19 @@ type chaosWorkload struct {
 	okOps atomic.Int64
 	all   map[string][]string // kind → every cart
 	hot   map[string][]string // kind → the hot carts
+
+	mu      sync.Mutex
+	replays []replay // deliberate re-sends of acknowledged keyed operations
 }
+
+// replay is a deliberate re-send of an acknowledged keyed operation: it must be answered with the
+// original reply (for a read, the cart as it was then, not as it is now).
+type replay struct {
+	orig, got *chaosOp
+}
+
+// retryBudget bounds how long a retrying client keeps re-sending one operation.
+const retryBudget = 30 * time.Second
 
 func entityName(kind string, i int) string {
 	if kind == kindES {
@@ -354,6 +374,17 @@ func (w *chaosWorkload) client(id int, rng *rand.Rand, stop <-chan struct{}) {
 			}
 		}
 		n := w.cc.nodes[rng.Intn(len(w.cc.nodes))]
+		if id < w.cfg.retrying {
+			// A retrying client: every operation carries a key and is re-sent with it until it is
+			// acknowledged, the way gRPC retry policies and HTTP client libraries behave.
+			op.Key = fmt.Sprintf("k%d-%d", id, seq)
+			op = w.untilOK(rng, op)
+			if op.Outcome == outOK && rng.Intn(3) == 0 {
+				w.replay(rng, op)
+			}
+			last = op
+			continue
+		}
 		w.do(n, op, w.cfg.opTimeout)
 		last = op
 		if op.Outcome == outFail {
@@ -368,12 +399,100 @@ func (w *chaosWorkload) client(id int, rng *rand.Rand, stop <-chan struct{}) {
 	}
 }
 
+// untilOK runs a keyed operation through random nodes, re-sending it with the same key after every
+// failure (each attempt is in the history), until it is acknowledged or retryBudget has passed.
+// It returns the last attempt.
+func (w *chaosWorkload) untilOK(rng *rand.Rand, op *chaosOp) *chaosOp {
+	start := time.Now()
+	for {
+		w.do(w.cc.nodes[rng.Intn(len(w.cc.nodes))], op, w.cfg.opTimeout)
+		if op.Outcome == outOK || time.Since(start) > retryBudget {
+			return op
+		}
+		time.Sleep(time.Duration(10+rng.Intn(40)) * time.Millisecond) // the client's retry backoff
+		next := *op
+		next.Attempt++
+		next.Outcome, next.Code, next.Msg, next.Items = "", "", "", ""
+		op = &next
+	}
+}
+
+// replay re-sends an acknowledged keyed operation (after a pause, through a random node, possibly
+// across a fault) until it is answered, and records the answer for auditReplays. Replays are not
+// in the history: a replayed read answers the past, which the linearizability check must not see.
+func (w *chaosWorkload) replay(rng *rand.Rand, orig *chaosOp) {
+	time.Sleep(time.Duration(rng.Intn(500)) * time.Millisecond) // let other operations and faults happen
+	start := time.Now()
+	for {
+		again := *orig
+		again.Outcome, again.Code, again.Msg, again.Items = "", "", "", ""
+		w.run(w.cc.nodes[rng.Intn(len(w.cc.nodes))], &again, w.cfg.opTimeout)
+		if again.Outcome == outOK || time.Since(start) > retryBudget || again.Code == codes.InvalidArgument.String() {
+			w.mu.Lock()
+			w.replays = append(w.replays, replay{orig: orig, got: &again})
+			w.mu.Unlock()
+			return
+		}
+		time.Sleep(time.Duration(10+rng.Intn(40)) * time.Millisecond)
+	}
+}
+
+// auditReplays: every re-send of an acknowledged keyed operation was answered, and with the
+// original reply — an add as acknowledged (not applied again: the journal audit counts), a read
+// with the very cart the first answer showed.
+func (w *chaosWorkload) auditReplays(t *testing.T, b *strings.Builder) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	problems, reads := 0, 0
+	for _, r := range w.replays {
+		switch {
+		case r.got.Outcome != outOK:
+			problems++
+			if problems <= 20 {
+				t.Errorf("replay of acknowledged %s (key %s) not answered within %v: %s %s", r.orig, r.orig.Key, retryBudget, r.got.Code, r.got.Msg)
+			}
+		case !r.orig.Write && r.got.Items != r.orig.Items:
+			problems++
+			if problems <= 20 {
+				t.Errorf("replay of acknowledged %s (key %s) answered %d items, not the original %d: %s vs %s",
+					r.orig, r.orig.Key, itemCount(r.got.Items), itemCount(r.orig.Items), tail(r.got.Items, 4), tail(r.orig.Items, 4))
+			}
+		}
+		if !r.orig.Write {
+			reads++
+		}
+	}
+	var keyed, retries int
+	for _, o := range w.h.snapshot() {
+		if o.Key != "" {
+			keyed++
+			if o.Attempt > 0 {
+				retries++
+			}
+		}
+	}
+	fmt.Fprintf(b, "retrying clients: %d keyed attempts (%d retries), %d replays of acknowledged operations (%d reads); %d problems\n",
+		keyed, retries, len(w.replays), reads, problems)
+}
+
 // do runs one operation through node n and records it.
 func (w *chaosWorkload) do(n *chaosNode, op *chaosOp, timeout time.Duration) {
+	w.run(n, op, timeout)
+	if op.Outcome == outOK {
+		w.okOps.Add(1)
+	}
+	w.h.add(op)
+}
+
+// run runs one operation through node n and fills in its outcome.
+func (w *chaosWorkload) run(n *chaosNode, op *chaosOp, timeout time.Duration) {
 	op.Node = n.id
 	op.Phase = w.phase.Load().(string)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if op.Key != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "idempotency-key", op.Key)
+	}
 	var err error
 	var ids []string
 	var qty []int32
@@ -401,10 +520,6 @@ func (w *chaosWorkload) do(n *chaosNode, op *chaosOp, timeout time.Duration) {
 	if err == nil && !op.Write {
 		op.Items = canonicalItems(ids, qty)
 	}
-	if err == nil {
-		w.okOps.Add(1)
-	}
-	w.h.add(op)
 }
 
 func (w *chaosWorkload) waitOK(n int64, within time.Duration) error {
@@ -821,7 +936,7 @@ func auditJournal(t *testing.T, b *strings.Builder, c *cluster, ops []*chaosOp, 
 	attempted := map[string]*chaosOp{}
 	for _, o := range ops {
 		if o.Kind == kindES && o.Write {
-			attempted[o.Entity+"/"+o.Product] = o
+			attempted[o.Entity+"/"+o.Product] = mergeAttempt(attempted[o.Entity+"/"+o.Product], o)
 			if o.Outcome == outOK {
 				acked[o.Entity+"/"+o.Product] = o
 			}
@@ -912,7 +1027,7 @@ func auditValueCarts(t *testing.T, b *strings.Builder, ops []*chaosOp, final map
 	attempted := map[string]*chaosOp{}
 	for _, o := range ops {
 		if o.Kind == kindValue && o.Write {
-			attempted[o.key()+"/"+o.Product] = o
+			attempted[o.key()+"/"+o.Product] = mergeAttempt(attempted[o.key()+"/"+o.Product], o)
 		}
 	}
 	problems := 0

@@ -58,6 +58,7 @@ type nodeOpts struct {
 	readLease      time.Duration
 	maxActive      int
 	maxRecordBytes int
+	idemWindow     time.Duration
 	kafka          kafkaOpts
 }
 
@@ -105,6 +106,7 @@ func (o *nodeOpts) register(cmd *cobra.Command, defaultApp, defaultListen string
 	f.DurationVar(&o.commitLinger, "commit-linger", 0, "wait this long for more commands before a transaction (0: natural batching)")
 	f.DurationVar(&o.readLease, "read-lease", 0, "answer event-less commands from memory this long after a committed transaction was sent (0: a third of --session-timeout; negative: never, every read commits a barrier)")
 	f.IntVar(&o.maxActive, "max-active-entities", 0, "active entities per partition before the least recently used idle one is passivated (0: 10000)")
+	f.DurationVar(&o.idemWindow, "idempotency-window", 0, "how long a command's outcome is remembered for its idempotency key (0: 24h; at most 168h)")
 	f.IntVar(&o.maxRecordBytes, "max-record-bytes", 0, "largest event, snapshot or state record a command may write; larger fails the command with INVALID_ARGUMENT (0: 1000000, and never above the topics' max.message.bytes)")
 }
 
@@ -126,6 +128,7 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	cfg.ReadLease = o.readLease
 	cfg.MaxActiveEntities = o.maxActive
 	cfg.MaxRecordBytes = o.maxRecordBytes
+	cfg.IdempotencyWindow = o.idemWindow
 	cfg.Broker.Brokers = brokers
 	cfg.Broker.Namespace = o.namespace
 	cfg.Broker.App = o.app
