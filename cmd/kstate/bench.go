@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/examples/shoppingcart"
@@ -31,7 +33,8 @@ const benchModeHelp = `modes:
   bare       the bare reference: a minimal gRPC server producing one record per AddItem with
              kstate's per-partition transactions and group commit (the floor to compare with)
   es         event-sourced shopping cart AddItem, Go entity in the node's process
-  es-remote  the same, with the entity in a separate user-function process
+  es-idem    es with a fresh idempotency key on every command (the cost of remembering outcomes)
+  es-remote  es with the entity in a separate user-function process
   value      value-entity cart AddItem (in-process)
   action     CartValidator/AddItem, an action that forwards to the event-sourced cart
   http       the event-sourced AddItem as HTTP/JSON POST /cart/{user_id}/items/add (HTTP/1.1 keep-alive)
@@ -234,6 +237,15 @@ func benchCall(mode string, conns []*grpc.ClientConn) func(ctx context.Context, 
 	case "action":
 		call = func(ctx context.Context, id string) error {
 			_, err := validatorpb.NewCartValidatorClient(pick()).AddItem(ctx, &shoppingcartpb.AddLineItem{UserId: id, ProductId: "apple", Name: "Apple", Quantity: 1})
+			return err
+		}
+	case "es-idem":
+		// A fresh idempotency key on every command: the cost of remembering outcomes.
+		var seq atomic.Uint64
+		prefix := strconv.FormatInt(time.Now().UnixNano(), 36)
+		call = func(ctx context.Context, id string) error {
+			ctx = metadata.AppendToOutgoingContext(ctx, "idempotency-key", prefix+"-"+strconv.FormatUint(seq.Add(1), 36))
+			_, err := shoppingcartpb.NewShoppingCartClient(pick()).AddItem(ctx, &shoppingcartpb.AddLineItem{UserId: id, ProductId: "apple", Name: "Apple", Quantity: 1})
 			return err
 		}
 	default: // bare, es, es-remote, seq, mem, restore, failover: the event-sourced cart

@@ -280,8 +280,12 @@ func (r *Report) checkTargets() []Target {
 		add := func(name, want, measured string, met bool) {
 			out = append(out, Target{Broker: b, Name: name, Want: want, Measured: measured, Met: met})
 		}
+		es, okES := r.result(b, "es")
 		if x, ok := r.result(b, "es"); ok && x.VsBare > 0 {
 			add("in-process Go entity vs bare reference", "≥ 0.70×", fmt.Sprintf("%.3f×", x.VsBare), x.VsBare >= 0.7)
+		}
+		if x, ok := r.result(b, "es-idem"); ok && okES && es.PerSecond > 0 {
+			add("idempotency key on every command vs event-sourced throughput", "≥ 0.90×", fmt.Sprintf("%.3f×", x.PerSecond/es.PerSecond), x.PerSecond >= 0.9*es.PerSecond)
 		}
 		if x, ok := r.result(b, "es-remote"); ok && x.VsBare > 0 {
 			add("remote user function vs bare reference", "≥ 0.50×", fmt.Sprintf("%.3f×", x.VsBare), x.VsBare >= 0.5)
@@ -312,7 +316,6 @@ func (r *Report) checkTargets() []Target {
 					FormatDuration(x.P99), x.P99 <= 5*time.Second && x.Unrecovered == 0 && x.SessionTimeout <= 3*time.Second)
 			}
 		}
-		es, okES := r.result(b, "es")
 		if x, ok := r.result(b, "value"); ok && okES && es.PerSecond > 0 {
 			add("value entity vs event-sourced throughput", "≥ 1.00×", fmt.Sprintf("%.3f×", x.PerSecond/es.PerSecond), x.PerSecond >= es.PerSecond)
 		}
