@@ -236,14 +236,16 @@ func TestChaos(t *testing.T) {
 	summarizeNemesis(&sum, nem.events, ops, healAt)
 	postHealChecks(t, &sum, cc, ops, postStart, postEnd)
 
-	// Journal audit and final states.
-	auditJournal(t, &sum, c, ops, final)
-	auditValueCarts(t, &sum, ops, final)
+	// Journal audit and final states, on the logical operations (a retrying client's attempts of
+	// one key are one operation).
+	logical := logicalOps(ops)
+	auditJournal(t, &sum, c, logical, final)
+	auditValueCarts(t, &sum, logical, final)
 	w.auditReplays(t, &sum)
 
 	// Linearizability.
-	expl := explainViolations(ops)
-	lin := checkLinearizable(ops, cfg.outDir, 2*time.Minute)
+	expl := explainViolations(logical)
+	lin := checkLinearizable(logical, cfg.outDir, 2*time.Minute)
 	var illegal, unknown int
 	for _, r := range lin {
 		switch r.result {
