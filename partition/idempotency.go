@@ -110,3 +110,33 @@ func (s *Store) deleteIfExpired(b *pebble.Batch, key []byte, now time.Time) erro
 	}
 	return b.Delete(key, nil)
 }
+
+// IdempotencyFootprint counts p's remembered outcomes and the bytes of their Pebble entries (keys
+// and values, the expiry index included), before Pebble's compression.
+func (s *Store) IdempotencyFootprint(p int32) (entries int, bytes int64, err error) {
+	if err := checkPartition(p); err != nil {
+		return 0, 0, err
+	}
+	if err := s.begin(); err != nil {
+		return 0, 0, err
+	}
+	defer s.mu.RUnlock()
+	lower := append(appendPartition(nil, p), tagIdem)
+	upper := append(appendPartition(nil, p), tagExpiry+1)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, 0, err
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return 0, 0, err
+		}
+		if it.Key()[4] == tagIdem {
+			entries++
+		}
+		bytes += int64(len(it.Key()) + len(v))
+	}
+	return entries, bytes, it.Close()
+}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/broker/kafkatest"
 	"github.com/kstatehq/kstate/internal/testpb"
 	"github.com/kstatehq/kstate/processor/internal/frontdoor"
@@ -137,6 +138,13 @@ func TestIdempotentRetryGetsTheFirstOutcome(t *testing.T) {
 	if c := eventsOf(t, n, "cart-1"); c != 1 {
 		t.Fatalf("%d events, want 1", c)
 	}
+	// One remembered outcome, in a few hundred bytes of Pebble (docs/idempotency.md "Cost").
+	p := broker.Partition([]byte("cart-1"), n.cfg.Broker.Partitions)
+	entries, size, err := n.store.IdempotencyFootprint(p)
+	if err != nil || entries != 1 || size <= 0 || size > 512 {
+		t.Fatalf("footprint of one remembered outcome: %d entries, %d bytes, %v", entries, size, err)
+	}
+	t.Logf("one remembered outcome: %d bytes of Pebble keys and values", size)
 
 	// The same key for another request is refused, and nothing runs.
 	if r := wait(t, callKey(cc, "cart-1", "other payload", "k1", 20*time.Second)); status.Code(r.err) != codes.InvalidArgument ||
