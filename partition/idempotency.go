@@ -140,3 +140,37 @@ func (s *Store) IdempotencyFootprint(p int32) (entries int, bytes int64, err err
 	}
 	return entries, bytes, it.Close()
 }
+
+// IdempotencyKeys returns the keys of the outcomes remembered for one entity, expired ones
+// included, or complete false when it has more than limit (then only the first limit are
+// returned). An active entity loads them once so that a command with a new key needs no lookup.
+func (s *Store) IdempotencyKeys(p int32, pid, entityID string, limit int) (keys []string, complete bool, err error) {
+	if err := checkPartition(p); err != nil {
+		return nil, false, err
+	}
+	if err := s.begin(); err != nil {
+		return nil, false, err
+	}
+	defer s.mu.RUnlock()
+	lower := append(appendPartition(nil, p), tagIdem)
+	lower = appendEscaped(appendEscaped(lower, pid), entityID)
+	// The prefix ends with the terminator 0x00 0x01; 0x00 0x02 bounds exactly its extensions.
+	upper := append([]byte(nil), lower...)
+	upper[len(upper)-1]++
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, false, err
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		if len(keys) == limit {
+			return keys, false, it.Close()
+		}
+		key, _, err := decodeEscaped(it.Key()[len(lower):])
+		if err != nil {
+			_ = it.Close()
+			return nil, false, fmt.Errorf("partition %d: %w", p, err)
+		}
+		keys = append(keys, key)
+	}
+	return keys, true, it.Close()
+}

@@ -69,6 +69,17 @@ func TestIdempotencyStoreLoadAndExpire(t *testing.T) {
 		t.Fatal("partition 4 sees partition 3's key")
 	}
 
+	// The keys of an entity, bounded.
+	if keys, complete, err := s.IdempotencyKeys(3, testPID, "alice", 10); err != nil || !complete || len(keys) != 2 || keys[0] != "k1" || keys[1] != "k2" {
+		t.Fatalf("alice's keys: %v %v %v", keys, complete, err)
+	}
+	if keys, complete, err := s.IdempotencyKeys(3, testPID, "alice", 1); err != nil || complete || len(keys) != 1 {
+		t.Fatalf("alice's keys, limit 1: %v %v %v", keys, complete, err)
+	}
+	if keys, complete, err := s.IdempotencyKeys(3, testPID, "ali", 10); err != nil || !complete || len(keys) != 0 {
+		t.Fatalf("a prefix of alice has no keys: %v %v %v", keys, complete, err)
+	}
+
 	// Nothing has expired before the first expiry.
 	if n, err := s.ExpireIdempotency(3, t0.Add(time.Hour-time.Nanosecond), 100); err != nil || n != 0 {
 		t.Fatalf("expire before the first expiry: %d, %v", n, err)

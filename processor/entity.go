@@ -31,6 +31,9 @@ type entity struct {
 	log hclog.Logger
 	in  chan *request // capacity 1: the core never dispatches a second command before Done
 	drv driver
+	// keys is what the entity knows of its remembered idempotency keys; nil until its first
+	// keyed command (see keyFilter).
+	keys *keyFilter
 }
 
 // driver is the protocol of one entity kind. handle must answer r exactly once; a non-nil error

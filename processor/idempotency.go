@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"time"
 
@@ -36,6 +37,62 @@ const defaultIdempotencyWindow = 24 * time.Hour
 
 // idempotencySweepEvery is how often a partition owner removes expired outcomes from Pebble.
 const idempotencySweepEvery = time.Minute
+
+// maxFilterKeys bounds the key hashes an active entity keeps (keyFilter); an entity with more
+// remembered outcomes looks every keyed command up in Pebble.
+const maxFilterKeys = 1024
+
+// keyFilter is what an active entity knows of its remembered idempotency keys: a hash of every key
+// it has an outcome for (read from Pebble once, on its first keyed command, and added to as it
+// remembers more), so that a command with a key it never saw — nearly every keyed command — needs
+// no store lookup. The entity is the only writer of its outcomes, so the set is complete while it
+// is active. full means there were too many to keep: every keyed command is looked up.
+type keyFilter struct {
+	hashes map[uint64]struct{}
+	full   bool
+}
+
+var filterSeed = maphash.MakeSeed()
+
+func (f *keyFilter) add(key string) {
+	if f.full {
+		return
+	}
+	if len(f.hashes) >= maxFilterKeys {
+		f.full, f.hashes = true, nil
+		return
+	}
+	f.hashes[maphash.String(filterSeed, key)] = struct{}{}
+}
+
+// mayHave reports whether key may have a remembered outcome (false: surely not).
+func (f *keyFilter) mayHave(key string) bool {
+	if f.full {
+		return true
+	}
+	_, ok := f.hashes[maphash.String(filterSeed, key)]
+	return ok
+}
+
+// filter returns the entity's key filter, loading it on first use.
+func (e *entity) filter() (*keyFilter, error) {
+	if e.keys != nil {
+		return e.keys, nil
+	}
+	keys, complete, err := e.o.n.store.IdempotencyKeys(e.o.p, e.svc.PersistenceID, e.key.ID, maxFilterKeys)
+	if err != nil {
+		return nil, err
+	}
+	f := &keyFilter{hashes: make(map[uint64]struct{}, len(keys)), full: !complete}
+	if f.full {
+		f.hashes = nil
+	}
+	for _, k := range keys {
+		f.add(k)
+	}
+	e.keys = f
+	return f, nil
+}
 
 // idempotencySweepLimit bounds the outcomes one sweep removes, so a sweep never stalls commits.
 const idempotencySweepLimit = 10000
@@ -118,6 +175,14 @@ func requestHash(m *catalog.Method, payload []byte) []byte {
 	return h.Sum(nil)
 }
 
+// requestHash is r's request hash, computed once.
+func (r *request) requestHash() []byte {
+	if r.hash == nil {
+		r.hash = requestHash(r.method, r.payload)
+	}
+	return r.hash
+}
+
 // remembered is what a command with an idempotency key does, given the outcome its entity
 // remembers for the key.
 type remembered int
@@ -155,12 +220,20 @@ func (e *entity) settled(r *request) bool {
 		return false
 	}
 	n := e.o.n
+	f, err := e.filter()
+	if err != nil {
+		r.finish(result{err: fmt.Errorf("%w: read the idempotency keys: %v", catalog.ErrUnavailable, err)})
+		return true
+	}
+	if !f.mayHave(r.key) {
+		return false
+	}
 	ir, found, err := n.store.LoadIdempotency(e.o.p, e.svc.PersistenceID, e.key.ID, r.key)
 	if err != nil {
 		r.finish(result{err: fmt.Errorf("%w: read the idempotency key: %v", catalog.ErrUnavailable, err)})
 		return true
 	}
-	switch recall(ir, found, time.Now(), requestHash(r.method, r.payload)) {
+	switch recall(ir, found, time.Now(), r.requestHash()) {
 	case runCommand:
 		return false
 	case keyReused:
@@ -188,7 +261,7 @@ func (e *entity) idempotencyRecord(r *request, ca *cloudstatepb.ClientAction) (b
 	ir := &kstatev1.IdempotencyRecord{
 		PersistenceId: e.svc.PersistenceID,
 		Key:           r.key,
-		RequestHash:   requestHash(r.method, r.payload),
+		RequestHash:   r.requestHash(),
 		ExpiresAt:     timestamppb.New(time.Now().Add(n.cfg.IdempotencyWindow)),
 		CommandId:     r.cmdID,
 	}
@@ -206,6 +279,10 @@ func (e *entity) idempotencyRecord(r *request, ca *cloudstatepb.ClientAction) (b
 	v, err := proto.Marshal(ir)
 	if err != nil {
 		return broker.Record{}, err
+	}
+	if f, err := e.filter(); err == nil {
+		// Before the commit: if it fails, the filter only says "look it up" once too often.
+		f.add(r.key)
 	}
 	return broker.Record{
 		Topic:     n.cfg.Broker.IdempotencyTopic(),

@@ -336,3 +336,20 @@ func TestExpiredCommandIsNeverInTheJournal(t *testing.T) {
 	}
 	uf.noMoreInteractions(t)
 }
+
+func TestKeyFilter(t *testing.T) {
+	f := &keyFilter{hashes: map[uint64]struct{}{}}
+	if f.mayHave("a") {
+		t.Fatal("an empty filter has a key")
+	}
+	f.add("a")
+	if !f.mayHave("a") || f.mayHave("b") {
+		t.Fatal("the filter must have exactly what was added")
+	}
+	for i := 0; i <= maxFilterKeys; i++ {
+		f.add(strings.Repeat("k", i+2))
+	}
+	if !f.full || f.hashes != nil || !f.mayHave("never added") {
+		t.Fatal("an overflowing filter must give up and say maybe to everything")
+	}
+}

@@ -33,6 +33,7 @@ type request struct {
 	done     chan result // buffered(1): whoever finishes the command sends exactly once
 	id       core.CmdID  // assigned by the partition loop
 	cmdID    string      // the command id its records carry, assigned when its entity takes it
+	hash     []byte      // requestHash, computed on first use
 }
 
 // dedupBase is what the idempotency keys of r's forwards and side effects derive from: its own
