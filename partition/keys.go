@@ -18,6 +18,8 @@ import (
 //	p | 0x05 | esc(pid) | esc(entity) | esc(key)       IdempotencyRecord (as written to Kafka)
 //	p | 0x06 | expiry | esc(pid) | esc(entity) | esc(key)   empty: the expiry index (expiry as
 //	                                                   big-endian Unix nanoseconds)
+//	p | 0x07 | esc(pid) | esc(entity)                  CRDT replica (crdtlog encoding, opaque here)
+//	p | 0x08 | topic                                   next offset of a CRDT delta topic partition
 //	ff ff ff ff | "schema"                             store schema version (outside every partition)
 //
 // esc writes a string so that no encoded string is a prefix of another and byte order is kept:
@@ -31,6 +33,8 @@ const (
 	tagLineage byte = 0x04
 	tagIdem    byte = 0x05
 	tagExpiry  byte = 0x06
+	tagCrdt    byte = 0x07
+	tagCrdtOff byte = 0x08
 
 	subMeta     byte = 0x01
 	subSnapshot byte = 0x02

@@ -719,8 +719,8 @@ func (s *Store) LoadValue(p int32, pid, entityID string) (*kstatev1.StoredValue,
 	return sv, true, nil
 }
 
-// DropPartition deletes everything stored for p — images and checkpoints — in one range
-// deletion. Use it when a restore must start over or the node gives up p's state.
+// DropPartition deletes everything stored for p — images, checkpoints and remembered outcomes,
+// not the CRDT replicas — in one range deletion. Use it when a restore must start over or the node gives up p's state.
 func (s *Store) DropPartition(p int32) error {
 	if err := checkPartition(p); err != nil {
 		return err
@@ -735,7 +735,10 @@ func (s *Store) DropPartition(p int32) error {
 	// Forget the cached metas first: if the deletion fails, whether it reached the store is
 	// unknown, and the cache must not outlive what it mirrors.
 	w.metas = nil
-	lower, upper := partitionBounds(p)
+	// Everything but the CRDT replicas (keys from tagCrdt on), which follow the delta topics,
+	// not the partition's ownership (see crdt.go).
+	lower, _ := partitionBounds(p)
+	upper := append(appendPartition(nil, p), tagCrdt)
 	if err := s.db.DeleteRange(lower, upper, s.wo); err != nil {
 		return fmt.Errorf("partition %d: drop: %w", p, err)
 	}
