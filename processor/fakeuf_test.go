@@ -16,6 +16,7 @@ import (
 	"github.com/kstatehq/kstate/processor/internal/proctest"
 	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
+	"github.com/kstatehq/kstate/proto/cloudstate/crdtpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 )
@@ -29,6 +30,7 @@ type fakeUF struct {
 	spec         *cloudstatepb.EntitySpec
 	streams      chan *fakeStream
 	valueStreams chan *ufValueStream
+	crdtStreams  chan *ufCrdtStream
 	actions      chan *actionCall
 	errors       chan string
 	addr         string
@@ -49,6 +51,7 @@ type bidiStream[I, O any] struct {
 type (
 	fakeStream    = bidiStream[eventsourcedpb.EventSourcedStreamIn, eventsourcedpb.EventSourcedStreamOut]
 	ufValueStream = bidiStream[valueentitypb.ValueEntityStreamIn, valueentitypb.ValueEntityStreamOut]
+	ufCrdtStream  = bidiStream[crdtpb.CrdtStreamIn, crdtpb.CrdtStreamOut]
 )
 
 func (fs *bidiStream[I, O]) pending() int { return len(fs.in) }
@@ -111,6 +114,7 @@ func startFakeUF(t *testing.T, entities ...*cloudstatepb.Entity) *fakeUF {
 		},
 		streams:      make(chan *fakeStream, 16),
 		valueStreams: make(chan *ufValueStream, 16),
+		crdtStreams:  make(chan *ufCrdtStream, 16),
 		actions:      make(chan *actionCall, 16),
 		errors:       make(chan string, 16),
 	}
@@ -122,6 +126,7 @@ func startFakeUF(t *testing.T, entities ...*cloudstatepb.Entity) *fakeUF {
 	cloudstatepb.RegisterEntityDiscoveryServer(s, uf)
 	eventsourcedpb.RegisterEventSourcedServer(s, esServer{uf: uf})
 	valueentitypb.RegisterValueEntityServer(s, valueServer{uf: uf})
+	crdtpb.RegisterCrdtServer(s, crdtServer{uf: uf})
 	actionpb.RegisterActionProtocolServer(s, actionServer{uf: uf})
 	go func() { _ = s.Serve(lis) }()
 	t.Cleanup(s.Stop)
@@ -157,6 +162,27 @@ func (s valueServer) Handle(stream valueentitypb.ValueEntity_HandleServer) error
 	return serveBidi(s.uf, stream, s.uf.valueStreams)
 }
 
+type crdtServer struct {
+	crdtpb.UnimplementedCrdtServer
+	uf *fakeUF
+}
+
+func (s crdtServer) Handle(stream crdtpb.Crdt_HandleServer) error {
+	return serveBidi(s.uf, stream, s.uf.crdtStreams)
+}
+
+// nextCrdt waits for kstate to open a new CRDT stream.
+func (uf *fakeUF) nextCrdt(t *testing.T) *ufCrdtStream {
+	t.Helper()
+	select {
+	case fs := <-uf.crdtStreams:
+		return fs
+	case <-time.After(10 * time.Second):
+		t.Fatal("no CRDT stream opened")
+		return nil
+	}
+}
+
 // next waits for kstate to open a new stream.
 func (uf *fakeUF) next(t *testing.T) *fakeStream {
 	t.Helper()
@@ -183,6 +209,8 @@ func (uf *fakeUF) noMoreInteractions(t *testing.T) {
 		t.Fatalf("stray event-sourced stream opened: %v", fs)
 	case vs := <-uf.valueStreams:
 		t.Fatalf("stray value entity stream opened: %v", vs)
+	case cs := <-uf.crdtStreams:
+		t.Fatalf("stray CRDT stream opened: %v", cs)
 	case a := <-uf.actions:
 		t.Fatalf("stray action call: %s", a.method)
 	case <-quiet.C:

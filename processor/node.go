@@ -83,6 +83,7 @@ type Node struct {
 	uf      *grpc.ClientConn
 	ufSrv   *grpc.Server
 	sdkSrv  *sdk.Server // in-process entities: their sessions are called directly
+	crdt    *crdtHost   // CRDT entities and their replicas
 	cat     *catalog.Catalog
 	topics  map[string]topicRole
 	srv     *grpc.Server
@@ -217,6 +218,13 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.ensureTopics(ctx); err != nil {
 		return err
 	}
+	if n.crdt, err = newCrdtHost(n); err != nil {
+		return err
+	}
+	// CRDT replicas catch up before the node serves (a restarted node serves what it had).
+	if err := n.crdt.start(ctx); err != nil {
+		return err
+	}
 	if err := n.serve(); err != nil {
 		return err
 	}
@@ -308,6 +316,9 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 		case catalog.Value:
 			kinds[s.PersistenceID] = broker.Value
 			n.topics[bc.StateTopic(s.PersistenceID)] = topicRole{partition.State, s.PersistenceID}
+		case catalog.CRDT:
+			// Not restored by partitions: every node follows the CRDT delta topics (crdt.go).
+			kinds[s.PersistenceID] = broker.CRDT
 		}
 	}
 	// Every partition restores the outcomes of commands that carried idempotency keys.
@@ -456,6 +467,9 @@ func (n *Node) close() error {
 	}
 	n.conns.closeAll()
 	n.wg.Wait()
+	if n.crdt != nil {
+		n.crdt.close()
+	}
 	if n.adm != nil {
 		n.adm.Close()
 	}

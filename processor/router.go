@@ -50,10 +50,13 @@ func (d dispatcher) Stream(ctx context.Context, m *catalog.Method, s frontdoor.C
 // stream runs a streamed call. Actions support all streamed shapes; entity kinds that stream
 // (CRDTs) arrive with their own issue.
 func (n *Node) stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
-	if m.Service.Kind != catalog.Action {
-		return status.Errorf(codes.Unimplemented, "method %s: streamed calls are not supported for %s entities yet", m.FullName, m.Service.Kind)
+	switch m.Service.Kind {
+	case catalog.Action:
+		return n.streamAction(m, s)
+	case catalog.CRDT:
+		return n.crdt.streamed(ctx, m, s)
 	}
-	return n.streamAction(m, s)
+	return status.Errorf(codes.Unimplemented, "method %s: %s entities have no streamed calls", m.FullName, m.Service.Kind)
 }
 
 // invoke routes one command: to a local partition, or to the owner node over kstate.v1.Node.
@@ -72,7 +75,8 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 		// Actions are stateless: served where the request lands.
 		return n.unaryAction(ctx, m, payload, md, key)
 	case catalog.CRDT:
-		return result{err: status.Errorf(codes.Unimplemented, "service %s: CRDT entities are not supported yet", m.Service.Name)}
+		// Every node holds a replica: served where the request lands.
+		return n.crdt.unary(ctx, m, entityID, payload, md)
 	}
 	p := broker.Partition([]byte(entityID), n.cfg.Broker.Partitions)
 	backoff := 5 * time.Millisecond
@@ -376,6 +380,25 @@ func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffe
 			run(ctx)
 		}()
 	}
+}
+
+// sideEffectsInBackground runs side effects off the caller's goroutine, bounded like the other
+// background work, under the node's lifetime (a CRDT entity's run loop must not wait for them).
+func (n *Node) sideEffectsInBackground(effects []*cloudstatepb.SideEffect, base string) {
+	select {
+	case n.background <- struct{}{}:
+	default:
+		n.log.Warn("side effects dropped: too many side effects in flight", "count", len(effects), "limit", cap(n.background))
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer func() { <-n.background }()
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(n.ctx, defaultRouteTimeout)
+		defer cancel()
+		n.sideEffects(ctx, effects, base)
+	}()
 }
 
 // resolveTarget finds a forward or side-effect target and its entity id. An unknown target is

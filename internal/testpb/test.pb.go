@@ -357,7 +357,10 @@ const file_testpb_test_proto_rawDesc = "" +
 	"\vStreamedOut\x12\x17.kstate.test.v1.Request\x1a\x18.kstate.test.v1.Response0\x01\x12A\n" +
 	"\bStreamed\x12\x17.kstate.test.v1.Request\x1a\x18.kstate.test.v1.Response(\x010\x012e\n" +
 	"\vKeylessTest\x12V\n" +
-	"\aProcess\x12\x17.kstate.test.v1.Keyless\x1a\x18.kstate.test.v1.Response\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/test-keylessB3Z1github.com/kstatehq/kstate/internal/testpb;testpbb\x06proto3"
+	"\aProcess\x12\x17.kstate.test.v1.Keyless\x1a\x18.kstate.test.v1.Response\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/test-keyless2\xa2\x01\n" +
+	"\bCrdtTest\x12X\n" +
+	"\aProcess\x12\x17.kstate.test.v1.Request\x1a\x18.kstate.test.v1.Response\"\x1a\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/test-crdt/{id}\x12<\n" +
+	"\x05Watch\x12\x17.kstate.test.v1.Request\x1a\x18.kstate.test.v1.Response0\x01B3Z1github.com/kstatehq/kstate/internal/testpb;testpbb\x06proto3"
 
 var (
 	file_testpb_test_proto_rawDescOnce sync.Once
@@ -381,29 +384,33 @@ var file_testpb_test_proto_goTypes = []any{
 	(*State)(nil),            // 5: kstate.test.v1.State
 }
 var file_testpb_test_proto_depIdxs = []int32{
-	0, // 0: kstate.test.v1.EventSourcedTest.Process:input_type -> kstate.test.v1.Request
-	2, // 1: kstate.test.v1.EventSourcedTest.Composite:input_type -> kstate.test.v1.CompositeRequest
-	0, // 2: kstate.test.v1.EventSourcedTwo.Call:input_type -> kstate.test.v1.Request
-	0, // 3: kstate.test.v1.ValueTest.Process:input_type -> kstate.test.v1.Request
-	0, // 4: kstate.test.v1.ActionTest.Unary:input_type -> kstate.test.v1.Request
-	0, // 5: kstate.test.v1.ActionTest.StreamedIn:input_type -> kstate.test.v1.Request
-	0, // 6: kstate.test.v1.ActionTest.StreamedOut:input_type -> kstate.test.v1.Request
-	0, // 7: kstate.test.v1.ActionTest.Streamed:input_type -> kstate.test.v1.Request
-	3, // 8: kstate.test.v1.KeylessTest.Process:input_type -> kstate.test.v1.Keyless
-	1, // 9: kstate.test.v1.EventSourcedTest.Process:output_type -> kstate.test.v1.Response
-	1, // 10: kstate.test.v1.EventSourcedTest.Composite:output_type -> kstate.test.v1.Response
-	1, // 11: kstate.test.v1.EventSourcedTwo.Call:output_type -> kstate.test.v1.Response
-	1, // 12: kstate.test.v1.ValueTest.Process:output_type -> kstate.test.v1.Response
-	1, // 13: kstate.test.v1.ActionTest.Unary:output_type -> kstate.test.v1.Response
-	1, // 14: kstate.test.v1.ActionTest.StreamedIn:output_type -> kstate.test.v1.Response
-	1, // 15: kstate.test.v1.ActionTest.StreamedOut:output_type -> kstate.test.v1.Response
-	1, // 16: kstate.test.v1.ActionTest.Streamed:output_type -> kstate.test.v1.Response
-	1, // 17: kstate.test.v1.KeylessTest.Process:output_type -> kstate.test.v1.Response
-	9, // [9:18] is the sub-list for method output_type
-	0, // [0:9] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0,  // 0: kstate.test.v1.EventSourcedTest.Process:input_type -> kstate.test.v1.Request
+	2,  // 1: kstate.test.v1.EventSourcedTest.Composite:input_type -> kstate.test.v1.CompositeRequest
+	0,  // 2: kstate.test.v1.EventSourcedTwo.Call:input_type -> kstate.test.v1.Request
+	0,  // 3: kstate.test.v1.ValueTest.Process:input_type -> kstate.test.v1.Request
+	0,  // 4: kstate.test.v1.ActionTest.Unary:input_type -> kstate.test.v1.Request
+	0,  // 5: kstate.test.v1.ActionTest.StreamedIn:input_type -> kstate.test.v1.Request
+	0,  // 6: kstate.test.v1.ActionTest.StreamedOut:input_type -> kstate.test.v1.Request
+	0,  // 7: kstate.test.v1.ActionTest.Streamed:input_type -> kstate.test.v1.Request
+	3,  // 8: kstate.test.v1.KeylessTest.Process:input_type -> kstate.test.v1.Keyless
+	0,  // 9: kstate.test.v1.CrdtTest.Process:input_type -> kstate.test.v1.Request
+	0,  // 10: kstate.test.v1.CrdtTest.Watch:input_type -> kstate.test.v1.Request
+	1,  // 11: kstate.test.v1.EventSourcedTest.Process:output_type -> kstate.test.v1.Response
+	1,  // 12: kstate.test.v1.EventSourcedTest.Composite:output_type -> kstate.test.v1.Response
+	1,  // 13: kstate.test.v1.EventSourcedTwo.Call:output_type -> kstate.test.v1.Response
+	1,  // 14: kstate.test.v1.ValueTest.Process:output_type -> kstate.test.v1.Response
+	1,  // 15: kstate.test.v1.ActionTest.Unary:output_type -> kstate.test.v1.Response
+	1,  // 16: kstate.test.v1.ActionTest.StreamedIn:output_type -> kstate.test.v1.Response
+	1,  // 17: kstate.test.v1.ActionTest.StreamedOut:output_type -> kstate.test.v1.Response
+	1,  // 18: kstate.test.v1.ActionTest.Streamed:output_type -> kstate.test.v1.Response
+	1,  // 19: kstate.test.v1.KeylessTest.Process:output_type -> kstate.test.v1.Response
+	1,  // 20: kstate.test.v1.CrdtTest.Process:output_type -> kstate.test.v1.Response
+	1,  // 21: kstate.test.v1.CrdtTest.Watch:output_type -> kstate.test.v1.Response
+	11, // [11:22] is the sub-list for method output_type
+	0,  // [0:11] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_testpb_test_proto_init() }
@@ -419,7 +426,7 @@ func file_testpb_test_proto_init() {
 			NumEnums:      0,
 			NumMessages:   6,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_testpb_test_proto_goTypes,
 		DependencyIndexes: file_testpb_test_proto_depIdxs,

@@ -693,3 +693,151 @@ var KeylessTest_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "testpb/test.proto",
 }
+
+const (
+	CrdtTest_Process_FullMethodName = "/kstate.test.v1.CrdtTest/Process"
+	CrdtTest_Watch_FullMethodName   = "/kstate.test.v1.CrdtTest/Watch"
+)
+
+// CrdtTestClient is the client API for CrdtTest service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// A CRDT entity: unary commands and a server-streaming one.
+type CrdtTestClient interface {
+	Process(ctx context.Context, in *Request, opts ...grpc.CallOption) (*Response, error)
+	Watch(ctx context.Context, in *Request, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Response], error)
+}
+
+type crdtTestClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewCrdtTestClient(cc grpc.ClientConnInterface) CrdtTestClient {
+	return &crdtTestClient{cc}
+}
+
+func (c *crdtTestClient) Process(ctx context.Context, in *Request, opts ...grpc.CallOption) (*Response, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Response)
+	err := c.cc.Invoke(ctx, CrdtTest_Process_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *crdtTestClient) Watch(ctx context.Context, in *Request, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Response], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CrdtTest_ServiceDesc.Streams[0], CrdtTest_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Request, Response]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CrdtTest_WatchClient = grpc.ServerStreamingClient[Response]
+
+// CrdtTestServer is the server API for CrdtTest service.
+// All implementations must embed UnimplementedCrdtTestServer
+// for forward compatibility.
+//
+// A CRDT entity: unary commands and a server-streaming one.
+type CrdtTestServer interface {
+	Process(context.Context, *Request) (*Response, error)
+	Watch(*Request, grpc.ServerStreamingServer[Response]) error
+	mustEmbedUnimplementedCrdtTestServer()
+}
+
+// UnimplementedCrdtTestServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedCrdtTestServer struct{}
+
+func (UnimplementedCrdtTestServer) Process(context.Context, *Request) (*Response, error) {
+	return nil, status.Error(codes.Unimplemented, "method Process not implemented")
+}
+func (UnimplementedCrdtTestServer) Watch(*Request, grpc.ServerStreamingServer[Response]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedCrdtTestServer) mustEmbedUnimplementedCrdtTestServer() {}
+func (UnimplementedCrdtTestServer) testEmbeddedByValue()                  {}
+
+// UnsafeCrdtTestServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to CrdtTestServer will
+// result in compilation errors.
+type UnsafeCrdtTestServer interface {
+	mustEmbedUnimplementedCrdtTestServer()
+}
+
+func RegisterCrdtTestServer(s grpc.ServiceRegistrar, srv CrdtTestServer) {
+	// If the following call panics, it indicates UnimplementedCrdtTestServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&CrdtTest_ServiceDesc, srv)
+}
+
+func _CrdtTest_Process_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Request)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CrdtTestServer).Process(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CrdtTest_Process_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CrdtTestServer).Process(ctx, req.(*Request))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CrdtTest_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(Request)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CrdtTestServer).Watch(m, &grpc.GenericServerStream[Request, Response]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CrdtTest_WatchServer = grpc.ServerStreamingServer[Response]
+
+// CrdtTest_ServiceDesc is the grpc.ServiceDesc for CrdtTest service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var CrdtTest_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kstate.test.v1.CrdtTest",
+	HandlerType: (*CrdtTestServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Process",
+			Handler:    _CrdtTest_Process_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _CrdtTest_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "testpb/test.proto",
+}
