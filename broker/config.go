@@ -363,9 +363,14 @@ func (c Config) hint(err error) error {
 	}
 }
 
-// newClient validates c and builds a franz-go client with c's options plus extra. role names
-// the client in its metrics (the role* constants).
-func (c Config) newClient(role string, extra ...kgo.Opt) (*kgo.Client, error) {
+// newClient validates c and builds a franz-go client with c's options plus extra; its metrics
+// count under the role "other" (see newClientAs).
+func (c Config) newClient(extra ...kgo.Opt) (*kgo.Client, error) {
+	return c.newClientAs(roleOther, extra...)
+}
+
+// newClientAs is newClient for a client whose metrics count under role (the role* constants).
+func (c Config) newClientAs(role string, extra ...kgo.Opt) (*kgo.Client, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}

@@ -13,12 +13,15 @@ import (
 
 // Client roles: the value of the "client" label of the Kafka client metrics.
 const (
-	roleAdmin   = "admin"   // topic management and metadata (NewAdmin)
-	roleGroup   = "group"   // the consumer group that assigns partitions (JoinGroup)
-	roleOwners  = "owners"  // the owners-topic follower (Follow)
-	roleRestore = "restore" // restores and other bounded reads (ReadToEnd)
-	roleTxn     = "txn"     // the partitions' transactional producers
-	roleClaims  = "claims"  // persistence-id claims
+	roleAdmin    = "admin"    // topic management and metadata (NewAdmin)
+	roleGroup    = "group"    // the consumer group that assigns partitions (JoinGroup)
+	roleOwners   = "owners"   // the owners-topic follower (Follow)
+	roleRestore  = "restore"  // restores and other bounded reads (ReadToEnd)
+	roleTxn      = "txn"      // the partitions' transactional producers
+	roleClaims   = "claims"   // persistence-id claims
+	roleProducer = "producer" // records produced outside transactions (CRDT deltas)
+	roleFollow   = "follow"   // named partitions followed without a group (CRDT topics)
+	roleOther    = "other"    // any other client
 )
 
 // kafkaMetricsNamespace prefixes the Kafka client metrics: kstate_kafka_read_bytes_total, …

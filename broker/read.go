@@ -97,7 +97,7 @@ func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, prog
 		topics = append(topics, tp.Topic)
 	}
 	cfg = cfg.withDefaults()
-	cl, err := cfg.newClient(roleRestore)
+	cl, err := cfg.newClientAs(roleRestore)
 	if err != nil {
 		return nil, err
 	}
@@ -505,7 +505,7 @@ func Follow(ctx context.Context, cfg Config, topic string, fn func(Record)) erro
 
 func follow(ctx context.Context, cfg Config, topic string, fn func(Record)) error {
 	cfg = cfg.withDefaults()
-	cl, err := cfg.newClient(roleOwners,
+	cl, err := cfg.newClientAs(roleOwners,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
