@@ -89,7 +89,7 @@ type Config struct {
 	// Logger receives the client's logs (franz-go's info is logged at debug); nil discards.
 	Logger hclog.Logger
 	// Metrics, when set, collects the metrics of every Kafka client built from this Config
-	// (see NewClientMetrics); nil collects none.
+	// (see NewClientMetrics); nil collects none. A processor.Node sets its own.
 	Metrics *ClientMetrics
 }
 
