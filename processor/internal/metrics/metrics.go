@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,12 +62,32 @@ type Metrics struct {
 	passivations    *prometheus.CounterVec
 	streamErrors    *prometheus.CounterVec
 
-	ingress *prometheus.CounterVec
-	routed  *prometheus.CounterVec
-	retries prometheus.Counter
+	ingress        *prometheus.CounterVec
+	routeLocal     prometheus.Counter
+	routeForwarded prometheus.Counter
+	retries        prometheus.Counter
+
+	// Caches of resolved series, so the per-command paths skip the vectors' label hashing.
+	services    sync.Map // service name → *service
+	ingressByPC sync.Map // protoCode → prometheus.Counter
 
 	mu    sync.Mutex
 	parts map[int32]*Partition
+}
+
+// service holds one service's series; commands by code are resolved on first use.
+type service struct {
+	name         string
+	duration     prometheus.Observer
+	active       prometheus.Gauge
+	passivations prometheus.Counter
+	streamErrors prometheus.Counter
+	codes        [int(codes.Unauthenticated) + 1]atomic.Pointer[prometheus.Counter]
+}
+
+type protoCode struct {
+	protocol string
+	code     codes.Code
 }
 
 // New returns a node's metrics, registered with the Go runtime and process collectors in a
@@ -101,7 +122,8 @@ func New(version string) *Metrics {
 	m.streamErrors = counter(f, "user_function_stream_errors_total", "Entity streams to the user function that failed (broken stream, failure message, protocol error) and unary action calls the user function failed.", svc)
 
 	m.ingress = counter(f, "ingress_requests_total", "Calls of the user's services at the public port, by protocol (grpc, grpc-web, connect, http) and gRPC code.", []string{"protocol", "code"})
-	m.routed = counter(f, "router_commands_total", "Routing attempts of entity commands by route: local (a partition of this node) or forwarded (to the owner node).", []string{"route"})
+	routed := counter(f, "router_commands_total", "Routing attempts of entity commands by route: local (a partition of this node) or forwarded (to the owner node).", []string{"route"})
+	m.routeLocal, m.routeForwarded = routed.WithLabelValues(RouteLocal), routed.WithLabelValues(RouteForwarded)
 	m.retries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "router_retries_total",
 		Help: "Routing attempts retried because the partition had no owner yet, moved, or its owner could not be reached."})
 	f(m.retries)
@@ -163,6 +185,7 @@ func (m *Metrics) Partition(p int32) *Partition {
 		restoreTarget:   m.restoreTarget.WithLabelValues(l),
 		restoreDuration: m.restoreDuration.WithLabelValues(l),
 		commitDuration:  m.commitDuration.WithLabelValues(l),
+		committed:       m.txns.WithLabelValues(l, OutcomeCommitted),
 		txnRecords:      m.txnRecords.WithLabelValues(l),
 		txnCommands:     m.txnCommands.WithLabelValues(l),
 		quarantined:     m.quarantined.WithLabelValues(l),
@@ -171,54 +194,93 @@ func (m *Metrics) Partition(p int32) *Partition {
 	return pm
 }
 
+// service returns the series of the named service, creating them on first use.
+func (m *Metrics) service(name string) *service {
+	if s, ok := m.services.Load(name); ok {
+		return s.(*service)
+	}
+	s, _ := m.services.LoadOrStore(name, &service{
+		name:         name,
+		duration:     m.commandDuration.WithLabelValues(name),
+		active:       m.activeEntities.WithLabelValues(name),
+		passivations: m.passivations.WithLabelValues(name),
+		streamErrors: m.streamErrors.WithLabelValues(name),
+	})
+	return s.(*service)
+}
+
+// commands returns the service's command counter for code.
+func (s *service) commands(m *Metrics, code codes.Code) prometheus.Counter {
+	if int(code) >= len(s.codes) {
+		return m.commands.WithLabelValues(s.name, code.String())
+	}
+	if c := s.codes[code].Load(); c != nil {
+		return *c
+	}
+	c := m.commands.WithLabelValues(s.name, code.String()) // the same child for every caller
+	s.codes[code].Store(&c)
+	return c
+}
+
 // Command counts a command of service that ended with code after d.
 func (m *Metrics) Command(service string, code codes.Code, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.commands.WithLabelValues(service, code.String()).Inc()
-	m.commandDuration.WithLabelValues(service).Observe(d.Seconds())
+	s := m.service(service)
+	s.commands(m, code).Inc()
+	s.duration.Observe(d.Seconds())
 }
 
 // EntityStarted and EntityStopped bracket the life of an entity's goroutine (and stream).
 func (m *Metrics) EntityStarted(service string) {
 	if m != nil {
-		m.activeEntities.WithLabelValues(service).Inc()
+		m.service(service).active.Inc()
 	}
 }
 
 // EntityStopped: see EntityStarted.
 func (m *Metrics) EntityStopped(service string) {
 	if m != nil {
-		m.activeEntities.WithLabelValues(service).Dec()
+		m.service(service).active.Dec()
 	}
 }
 
 // Passivated counts an entity of service the partition passivated.
 func (m *Metrics) Passivated(service string) {
 	if m != nil {
-		m.passivations.WithLabelValues(service).Inc()
+		m.service(service).passivations.Inc()
 	}
 }
 
 // StreamError counts a failed stream or call to the user function for service.
 func (m *Metrics) StreamError(service string) {
 	if m != nil {
-		m.streamErrors.WithLabelValues(service).Inc()
+		m.service(service).streamErrors.Inc()
 	}
 }
 
 // IngressRequest counts a call at the public port.
 func (m *Metrics) IngressRequest(protocol string, code codes.Code) {
-	if m != nil {
-		m.ingress.WithLabelValues(protocol, code.String()).Inc()
+	if m == nil {
+		return
 	}
+	k := protoCode{protocol, code}
+	c, ok := m.ingressByPC.Load(k)
+	if !ok {
+		c, _ = m.ingressByPC.LoadOrStore(k, m.ingress.WithLabelValues(protocol, code.String()))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // Routed counts a routing attempt by route (RouteLocal, RouteForwarded).
 func (m *Metrics) Routed(route string) {
-	if m != nil {
-		m.routed.WithLabelValues(route).Inc()
+	switch {
+	case m == nil:
+	case route == RouteLocal:
+		m.routeLocal.Inc()
+	default:
+		m.routeForwarded.Inc()
 	}
 }
 
@@ -239,6 +301,7 @@ type Partition struct {
 	restoreTarget   prometheus.Gauge
 	restoreDuration prometheus.Observer
 	commitDuration  prometheus.Observer
+	committed       prometheus.Counter
 	txnRecords      prometheus.Observer
 	txnCommands     prometheus.Observer
 	quarantined     prometheus.Counter
@@ -291,7 +354,11 @@ func (p *Partition) TxnStarted(commands, records int) {
 func (p *Partition) TxnFinished(outcome string, d time.Duration) {
 	if p != nil {
 		p.commitDuration.Observe(d.Seconds())
-		p.m.txns.WithLabelValues(p.label, outcome).Inc()
+		if outcome == OutcomeCommitted {
+			p.committed.Inc()
+		} else {
+			p.m.txns.WithLabelValues(p.label, outcome).Inc()
+		}
 	}
 }
 
