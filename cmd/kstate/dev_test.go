@@ -196,6 +196,7 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 		"kstate.shop.owners":                                  {"owners", 1, "compact"},
 		"kstate.claims":                                       {"claims", 1, "delete"},
 		"kstate.shop.dead-letters":                            {"dead-letters", 3, "delete"},
+		"kstate.shop.idempotency":                             {"idempotency", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".events":    {"events", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".snapshots": {"snapshots", 3, "compact"},
 	}
@@ -216,8 +217,8 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 			t.Errorf("%s: %d topics, want %d: %v", run, len(got), len(want), got)
 		}
 		app := topicsByName(t, r.kafkaAddr, "shop")
-		if len(app) != 3 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" || app["kstate.shop.dead-letters"].Name == "" {
-			t.Errorf("%s: --app shop lists %v, want the commands, owners and dead-letters topics", run, app)
+		if len(app) != 4 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" || app["kstate.shop.dead-letters"].Name == "" || app["kstate.shop.idempotency"].Name == "" {
+			t.Errorf("%s: --app shop lists %v, want the commands, owners, dead-letters and idempotency topics", run, app)
 		}
 		return got
 	}
@@ -333,6 +334,7 @@ func TestTopicKind(t *testing.T) {
 		"kstate.cart.snapshots":   "snapshots",
 		"kstate.votes.crdt":       "crdt",
 		"kstate.shop.owners":      "owners",
+		"kstate.shop.idempotency": "idempotency",
 		"kstate.profile.state":    "state",
 		"kstate.something.else":   "-",
 		"no-dots-at-all":          "-",
