@@ -33,7 +33,7 @@ const kafkaMetricsNamespace = "kstate_kafka"
 //
 // A node runs a changing set of clients — a transactional producer and a restore reader per
 // partition come and go with ownership — so the series are summed per role and exported with a
-// "client" label (admin, group, owners, restore, txn, claims) instead of one set per client:
+// "client" label (the role* constants) instead of one set per client:
 // the label set stays bounded by the roles, not by the partition count, and a client that
 // closes adds its final counts to its role's totals, so counters never go backwards when a
 // partition moves. Gauges (buffered records and bytes) are those of the live clients.
