@@ -52,7 +52,7 @@ func ClaimPersistenceIDs(ctx context.Context, cfg Config, pids []string) error {
 		}
 	}
 	if len(missing) > 0 {
-		cl, err := cfg.newClient(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		cl, err := cfg.newClientAs(roleClaims, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 		if err != nil {
 			return err
 		}

@@ -88,6 +88,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives the client's logs (franz-go's info is logged at debug); nil discards.
 	Logger hclog.Logger
+	// Metrics, when set, collects the metrics of every Kafka client built from this Config
+	// (see NewClientMetrics); nil collects none. A processor.Node sets its own.
+	Metrics *ClientMetrics
 }
 
 // DefaultConfig returns a Config for a local broker at 127.0.0.1:9092 with every default set.
@@ -360,8 +363,14 @@ func (c Config) hint(err error) error {
 	}
 }
 
-// newClient validates c and builds a franz-go client with c's options plus extra.
+// newClient validates c and builds a franz-go client with c's options plus extra; its metrics
+// count under the role "other" (see newClientAs).
 func (c Config) newClient(extra ...kgo.Opt) (*kgo.Client, error) {
+	return c.newClientAs(roleOther, extra...)
+}
+
+// newClientAs is newClient for a client whose metrics count under role (the role* constants).
+func (c Config) newClientAs(role string, extra ...kgo.Opt) (*kgo.Client, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -369,9 +378,18 @@ func (c Config) newClient(extra ...kgo.Opt) (*kgo.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker config: %w", err)
 	}
+	var hook *clientHook
+	if c.Metrics != nil {
+		var o kgo.Opt
+		o, hook = c.Metrics.opts(role)
+		opts = append(opts, o)
+	}
 	cl, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	if hook != nil {
+		hook.attach()
 	}
 	return cl, nil
 }

@@ -81,7 +81,7 @@ func JoinGroup(ctx context.Context, cfg Config, instanceID string, cb GroupCallb
 			delete(g.assigned, p)
 		}
 	}
-	cl, err := cfg.newClient(
+	cl, err := cfg.newClientAs(roleGroup,
 		kgo.ConsumerGroup(cfg.GroupID()),
 		kgo.ConsumeTopics(topic),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),

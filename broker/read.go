@@ -53,7 +53,23 @@ const (
 // would be missing, so it is an error wrapping ErrOffsetOutOfRange (pass a negative From to
 // read what is left). An error from fn stops the read and is returned as is.
 func ReadToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
-	next, err := readToEnd(ctx, cfg, parts, fn)
+	return ReadToEndProgress(ctx, cfg, parts, nil, fn)
+}
+
+// ReadProgress is told how far a read is: done of total offsets passed, summed over the read's
+// partitions. Offsets rather than records, because only offsets are known before the read:
+// total is the distance from each partition's start to its captured end, which also counts
+// transaction markers, aborted records and compaction gaps; done moves over those too, and
+// equals total when the read completes.
+type ReadProgress func(done, total int64)
+
+// ReadToEndProgress is ReadToEnd, calling progress (when not nil) on the caller's goroutine once
+// the ends are known, after the records of every fetch round were handed to fn, and at the end.
+func ReadToEndProgress(ctx context.Context, cfg Config, parts []TopicPartitionFrom, progress ReadProgress, fn func(Record) error) (map[string]int64, error) {
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
+	next, err := readToEnd(ctx, cfg, parts, progress, fn)
 	var fe fnError
 	if errors.As(err, &fe) {
 		return nil, fe.err // the caller's own error, untouched
@@ -66,7 +82,7 @@ type fnError struct{ err error }
 
 func (e fnError) Error() string { return e.err.Error() }
 
-func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn func(Record) error) (map[string]int64, error) {
+func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, progress ReadProgress, fn func(Record) error) (map[string]int64, error) {
 	next := make(map[string]int64, len(parts))
 	if len(parts) == 0 {
 		return next, nil
@@ -81,7 +97,7 @@ func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn f
 		topics = append(topics, tp.Topic)
 	}
 	cfg = cfg.withDefaults()
-	cl, err := cfg.newClient()
+	cl, err := cfg.newClientAs(roleRestore)
 	if err != nil {
 		return nil, err
 	}
@@ -126,16 +142,18 @@ func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn f
 		}
 		next[tp.Topic] = end.Offset
 		if from < end.Offset {
-			r.parts = append(r.parts, &readPart{topic: tp.Topic, partition: tp.Partition, pos: from, end: end.Offset})
+			r.parts = append(r.parts, &readPart{topic: tp.Topic, partition: tp.Partition, from: from, pos: from, end: end.Offset})
+			r.total += end.Offset - from
 		}
 	}
+	progress(0, r.total)
 	if len(r.parts) == 0 {
 		return next, nil
 	}
 
 	// One fetcher goroutine, owned here, runs ahead of fn by up to cap(batches) fetch rounds.
 	fctx, cancel := context.WithCancel(ctx)
-	batches := make(chan []Record, 2)
+	batches := make(chan readRound, 2)
 	var fetchErr error
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -149,12 +167,15 @@ func readToEnd(ctx context.Context, cfg Config, parts []TopicPartitionFrom, fn f
 		if fnErr != nil {
 			continue // drain until the fetcher stops
 		}
-		for _, rec := range batch {
+		for _, rec := range batch.recs {
 			if err := fn(rec); err != nil {
 				fnErr = err
 				cancel()
 				break
 			}
+		}
+		if fnErr == nil {
+			progress(batch.done, r.total)
 		}
 	}
 	wg.Wait()
@@ -194,9 +215,15 @@ func listOffsets(ctx context.Context, list func(context.Context) (kadm.ListedOff
 }
 
 type readPart struct {
-	topic     string
-	partition int32
-	pos, end  int64
+	topic          string
+	partition      int32
+	from, pos, end int64
+}
+
+// readRound is one fetch round's records and the offsets passed once they are handled.
+type readRound struct {
+	recs []Record
+	done int64
 }
 
 // reader fetches a fixed set of partitions up to fixed ends with hand-built Fetch requests,
@@ -207,6 +234,7 @@ type reader struct {
 	topics []string
 	meta   kadm.TopicDetails
 	parts  []*readPart
+	total  int64 // offsets from the parts' starts to their ends
 
 	mu      sync.Mutex      // guards compact: fetches of several leaders ask concurrently
 	compact map[string]bool // topic → cleanup.policy is compact only; loaded on demand
@@ -277,7 +305,7 @@ func (r *reader) refreshMetadata(ctx context.Context) error {
 }
 
 // run fetches rounds until every partition reaches its end, sending each round's records.
-func (r *reader) run(ctx context.Context, out chan<- []Record) error {
+func (r *reader) run(ctx context.Context, out chan<- readRound) error {
 	backoff := 10 * time.Millisecond
 	decompressor := kgo.DefaultDecompressor()
 	for {
@@ -322,9 +350,9 @@ func (r *reader) run(ctx context.Context, out chan<- []Record) error {
 		if firstErr != nil {
 			return firstErr
 		}
-		if len(recs) > 0 {
+		if len(recs) > 0 || progress {
 			select {
-			case out <- recs:
+			case out <- readRound{recs: recs, done: r.done()}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -347,6 +375,15 @@ func (r *reader) run(ctx context.Context, out chan<- []Record) error {
 			backoff *= 2
 		}
 	}
+}
+
+// done is how many offsets the parts' positions have passed.
+func (r *reader) done() int64 {
+	var d int64
+	for _, p := range r.parts {
+		d += min(p.pos, p.end) - p.from
+	}
+	return d
 }
 
 // fetch issues one Fetch to leader for ps and advances their positions. stale reports a
@@ -468,7 +505,7 @@ func Follow(ctx context.Context, cfg Config, topic string, fn func(Record)) erro
 
 func follow(ctx context.Context, cfg Config, topic string, fn func(Record)) error {
 	cfg = cfg.withDefaults()
-	cl, err := cfg.newClient(
+	cl, err := cfg.newClientAs(roleOwners,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),

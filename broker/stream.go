@@ -17,7 +17,7 @@ type Producer struct {
 
 // NewProducer returns a producer for cfg's cluster.
 func NewProducer(cfg Config) (*Producer, error) {
-	cl, err := cfg.withDefaults().newClient(
+	cl, err := cfg.withDefaults().newClientAs(roleProducer,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),
@@ -59,7 +59,7 @@ func FollowPartitions(ctx context.Context, cfg Config, from map[string]map[int32
 		}
 	}
 	cfg = cfg.withDefaults()
-	cl, err := cfg.newClient(
+	cl, err := cfg.newClientAs(roleFollow,
 		kgo.ConsumePartitions(offsets),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(250*time.Millisecond),

@@ -208,7 +208,7 @@ type Admin struct {
 // NewAdmin returns an Admin for the cluster in cfg. It does not connect until used.
 func NewAdmin(cfg Config) (*Admin, error) {
 	cfg = cfg.withDefaults()
-	cl, err := cfg.newClient()
+	cl, err := cfg.newClientAs(roleAdmin)
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func (t *TxnProducer) Acquire(ctx context.Context, owner Record) error {
 	}
 	t.inTxn, t.broken, t.id, t.epoch = false, nil, -1, -1
 
-	cl, err := t.cfg.newClient(
+	cl, err := t.cfg.newClientAs(roleTxn,
 		kgo.TransactionalID(t.cfg.TransactionalID(t.p)),
 		kgo.TransactionTimeout(t.cfg.TransactionTimeout),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),

@@ -18,9 +18,7 @@ import (
 // pendingFlags are flags the chart passes only behind an off-by-default value, for a kstate
 // feature that has not landed yet. checkFlags accepts them while `kstate serve --help` does not
 // list them, and fails once it does, so the entry is removed when the feature lands.
-var pendingFlags = map[string]string{
-	"admin-listen": "metrics.enabled: the admin listener (DESIGN §7) is not in kstate yet",
-}
+var pendingFlags = map[string]string{}
 
 // serveFlags maps every flag `kstate serve --help` lists to its type ("" for a bool). The binary
 // is $KSTATE_BIN, or built from the main module (the parent folder) once per test run.

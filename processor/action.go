@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -26,6 +27,7 @@ func (n *Node) actionClient() actionpb.ActionProtocolClient {
 
 // unaryAction runs ActionProtocol.handleUnary and turns its response into the caller's result.
 func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byte, md *cloudstatepb.Metadata, key string) result {
+	start := time.Now()
 	resp, err := n.actionClient().HandleUnary(ctx, &actionpb.ActionCommand{
 		ServiceName: m.Service.Name,
 		Name:        m.Name,
@@ -33,9 +35,14 @@ func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byt
 		Metadata:    md,
 	})
 	if err != nil {
-		return result{err: userFunctionErr(err)}
+		n.actionCallError(m.Service.Name, err)
+		res := result{err: userFunctionErr(err)}
+		n.observeCommand(m, res.err, start)
+		return res
 	}
-	return n.actionResult(ctx, m, resp, invocationBase(key))
+	res := n.actionResult(ctx, m, resp, invocationBase(key))
+	n.observeCommand(m, res.err, start)
+	return res
 }
 
 // actionResult runs an ActionResponse's side effects (also after a failure), then yields its

@@ -295,6 +295,7 @@ func TestBadRecordInKafkaIsQuarantined(t *testing.T) {
 	if got := n.quarantined.Load(); got != 2 {
 		t.Fatalf("quarantined %d records, want 2", got)
 	}
+	checkQuarantineMetrics(t, n, p, 4) // the three records and their transaction's marker
 	ch := call(cc, "cart-q", "1")
 	fs := uf.next(t)
 	expectInit(t, fs, esService, "cart-q")

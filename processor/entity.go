@@ -75,6 +75,7 @@ func (e *entity) run() {
 		err := e.drv.handle(r)
 		if err != nil {
 			e.log.Warn("entity stream failed; it will be reactivated from durable state", "error", err)
+			e.o.n.streamError(e.key.Service, err)
 			e.drv.close()
 		}
 		// The partition loop always takes notes, also while it drains.

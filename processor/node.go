@@ -31,6 +31,7 @@ import (
 	"github.com/kstatehq/kstate/partition"
 	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/processor/internal/frontdoor"
+	"github.com/kstatehq/kstate/processor/internal/metrics"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
@@ -98,6 +99,9 @@ type Node struct {
 	cmdSeq  atomic.Uint64
 	// quarantined counts the records restores skipped and copied to the dead-letter topic.
 	quarantined atomic.Int64
+	met         *metrics.Metrics // the node's own registry, served on the admin listener
+	adminLis    net.Listener
+	adminSrv    *http.Server
 	// background bounds the goroutines that finish commands with side effects or forwards and
 	// that run asynchronous side effects.
 	background chan struct{}
@@ -135,9 +139,17 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 		owners:         newOwnerTable(),
 		background:     make(chan struct{}, maxBackground),
 		boot:           strconv.FormatUint(rand.Uint64()&0xffffffff, 36),
+		met:            metrics.New(Version),
 	}
 	for _, o := range opts {
 		o(n)
+	}
+	if n.cfg.Broker.Metrics == nil {
+		km, err := broker.NewClientMetrics(n.met.Registry()) // the Kafka clients' metrics
+		if err != nil {
+			return nil, fmt.Errorf("processor: Kafka client metrics: %w", err)
+		}
+		n.cfg.Broker.Metrics = km
 	}
 	if len(n.inproc) == 0 && cfg.UserFunction == "" {
 		return nil, errors.New("processor: no user function: set Config.UserFunction to its gRPC address or pass WithEntities")
@@ -197,6 +209,9 @@ func (n *Node) Start(ctx context.Context) error {
 			_ = n.Close()
 		}
 	}()
+	if err := n.startAdmin(); err != nil {
+		return err
+	}
 	store, err := partition.Open(partition.Config{Dir: filepath.Join(n.cfg.DataDir, "pebble"), Logger: n.log})
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", n.cfg.DataDir, err)
@@ -390,6 +405,7 @@ func (n *Node) serve() error {
 	if err != nil {
 		return fmt.Errorf("HTTP/JSON front door: %w", err)
 	}
+	front = ing.ObserveHTTP(front) // ingress metrics by protocol
 	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door.
 	n.split = frontdoor.NewSplitListener(n.lis, n.log.Named("listener"))
 	n.wg.Add(1)
@@ -458,6 +474,7 @@ func (n *Node) close() error {
 	if n.split != nil {
 		n.split.Wait()
 	}
+	n.closeAdmin()
 	n.cancel()
 	if n.ufSrv != nil {
 		n.ufSrv.Stop()
@@ -543,11 +560,15 @@ func (n *Node) supervise(ctx context.Context, p int32) {
 		n.mu.Lock()
 		n.local[p] = o
 		n.mu.Unlock()
+		n.met.Partition(p).SetRestoring(true)
 		aerr := o.acquire(ctx)
+		n.met.Partition(p).SetRestoring(false)
 		if aerr == nil {
 			stop := context.AfterFunc(ctx, o.cancel) // revocation stops the partition
 			n.setRestored(p, true)
+			n.met.Partition(p).SetOwned(true)
 			o.run()
+			n.met.Partition(p).SetOwned(false)
 			stop()
 			n.setRestored(p, false)
 			aerr = o.stopErr
@@ -609,10 +630,15 @@ func (n *Node) setRestored(p int32, ok bool) {
 // was assigned is restored; NOT_SERVING while any of them is still restoring (readiness).
 func (n *Node) updateHealthLocked() {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if n.joined && len(n.restored) == len(n.parts) {
+	if n.servingLocked() {
 		st = healthpb.HealthCheckResponse_SERVING
 	}
 	n.health.SetServingStatus("", st)
+}
+
+// servingLocked is the readiness rule of gRPC health and the admin listener's /readyz.
+func (n *Node) servingLocked() bool {
+	return n.joined && len(n.restored) == len(n.parts)
 }
 
 // toPartitionRecord adapts a Kafka record of an entity topic for Pebble.

@@ -224,6 +224,7 @@ func (o *owner) acquire(ctx context.Context) error {
 	if err := o.sweepIdempotency(time.Now()); err != nil {
 		return fmt.Errorf("partition %d: %w", o.p, err)
 	}
+	o.partMetrics().Restored(time.Since(start))
 	o.log.Info("partition acquired", "restored_records", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -328,7 +329,7 @@ func (o *owner) restore(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	ends, err := broker.ReadToEnd(ctx, o.n.cfg.Broker, parts, func(r broker.Record) error {
+	ends, err := broker.ReadToEndProgress(ctx, o.n.cfg.Broker, parts, o.partMetrics().RestoreProgress, func(r broker.Record) error {
 		pr, ok := o.n.toPartitionRecord(r)
 		if ok {
 			batch = append(batch, pr)
@@ -369,6 +370,7 @@ func (o *owner) badRecord(batch []partition.Record, err error) (int, bool) {
 // reason and the record's origin in headers; acquire commits them once the restore is done.
 func (o *owner) quarantine(r partition.Record, why error) {
 	o.n.quarantined.Add(1)
+	o.partMetrics().Quarantined()
 	o.log.Error("quarantined a record restore rejects; it is skipped and copied to the dead-letter topic",
 		"topic", r.Topic, "offset", r.Offset, "key", string(r.Key), "reason", why,
 		"dead_letter_topic", o.n.cfg.Broker.DeadLettersTopic())
@@ -423,7 +425,9 @@ func (o *owner) run() {
 	go func() {
 		defer o.wg.Done()
 		for t := range commitReq {
+			start := time.Now()
 			out, err := o.commit(t.recs, t.prs)
+			o.partMetrics().TxnFinished(outcomeLabel(out), time.Since(start))
 			commitDone <- commitOutcome{id: t.id, out: out, err: err}
 		}
 	}()
@@ -534,6 +538,7 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 		if e, ok := o.entities[k]; ok {
 			delete(o.entities, k)
 			close(e.in) // it closes its stream and exits
+			o.n.met.Passivated(k.Service)
 		}
 	}
 	for _, d := range rd.Dispatch {
@@ -547,8 +552,10 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 			e = o.newEntity(d.Entity, r.method.Service)
 			o.entities[d.Entity] = e
 			o.wg.Add(1)
+			o.n.met.EntityStarted(d.Entity.Service)
 			go func() {
 				defer o.wg.Done()
+				defer o.n.met.EntityStopped(e.key.Service)
 				e.run()
 			}()
 		}
@@ -572,6 +579,7 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 			t.recs = append(t.recs, o.pending[id].recs...)
 			t.prs = append(t.prs, o.pending[id].prs...)
 		}
+		o.partMetrics().TxnStarted(len(rd.Txn.Cmds), len(t.recs))
 		commitReq <- t // the committer is idle: the core runs one transaction at a time
 	}
 }

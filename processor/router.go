@@ -15,6 +15,7 @@ import (
 	"github.com/kstatehq/kstate/broker"
 	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/processor/internal/frontdoor"
+	"github.com/kstatehq/kstate/processor/internal/metrics"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 )
@@ -87,6 +88,7 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 			return res
 		}
 		lastErr = res.err
+		n.met.RouterRetry()
 		_, changed := n.owners.get(p)
 		t := time.NewTimer(backoff)
 		select {
@@ -119,6 +121,7 @@ func mayRetry(err error, neverRan, keyed bool) bool {
 // the owner, or the peer could not be dialled), so another attempt is always safe.
 func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) (result, bool) {
 	if o := n.localOwner(p); o != nil {
+		n.met.Routed(metrics.RouteLocal)
 		res := n.runLocal(ctx, o, m, entityID, payload, md, key)
 		return res, errors.Is(res.err, catalog.ErrNotOwner)
 	}
@@ -132,6 +135,7 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID
 		return result{err: err}, true
 	}
 	var trailer metadata.MD
+	n.met.Routed(metrics.RouteForwarded)
 	resp, err := kstatev1.NewNodeClient(cc).Forward(ctx, &kstatev1.ForwardRequest{
 		Service:        m.Service.Name,
 		Method:         m.Name,
@@ -215,6 +219,7 @@ func (n *Node) localOwner(p int32) *owner {
 
 // runLocal submits a command to a local partition and waits for its outcome or the deadline.
 func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) result {
+	start := time.Now()
 	r := &request{ctx: ctx, method: m, entityID: entityID, payload: payload, md: md, key: key, done: make(chan result, 1)}
 	n.mu.Lock()
 	if n.local[o.p] != o {
@@ -228,8 +233,10 @@ func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entity
 	}
 	select {
 	case res := <-r.done:
+		n.observeCommand(m, res.err, start)
 		return res
 	case <-ctx.Done():
+		n.observeCommand(m, ctx.Err(), start)
 		return result{err: ctx.Err()}
 	}
 }

@@ -38,6 +38,7 @@ function (--user-function host:port). Any Kafka client can connect to the broker
 	o.node.register(cmd, "shop", "127.0.0.1:9000")
 	cmd.Flags().StringVar(&o.kafkaAddr, "kafka-addr", "127.0.0.1:9092", "address of the embedded broker")
 	cmd.Flags().BoolVar(&o.sync, "kafka-sync", false, "fsync every batch the embedded broker writes")
+	cmd.Flags().StringVar(&o.node.adminListen, "admin-listen", "127.0.0.1:9090", adminListenHelp+" (empty: off)")
 	return cmd
 }
 
@@ -79,8 +80,12 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "::" || host == "0.0.0.0" || host == "") {
 		addr = net.JoinHostPort("localhost", port) // listening on every interface
 	}
-	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n  app:    %s, %d partitions\n\nservices:\n",
-		addr, kafka[0], o.node.dataDir, o.node.app, o.node.partitions)
+	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n",
+		addr, kafka[0], o.node.dataDir)
+	if a := n.AdminAddr(); a != "" {
+		fmt.Fprintf(out, "  metrics: http://%s/metrics (pprof: http://%[1]s/debug/pprof/)\n", a)
+	}
+	fmt.Fprintf(out, "  app:    %s, %d partitions\n\nservices:\n", o.node.app, o.node.partitions)
 	for _, s := range n.Services() {
 		fmt.Fprintf(out, "  %s (%s", s.Name, s.Kind)
 		if s.PersistenceID != "" {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"sync"
@@ -37,14 +39,15 @@ func (b *syncBuffer) String() string {
 
 // devRun is a `kstate dev` running in-process through the root command, as the binary would.
 type devRun struct {
-	grpcAddr  string
-	kafkaAddr string
-	cancel    context.CancelFunc
-	errc      chan error
-	out       *syncBuffer
+	grpcAddr   string
+	kafkaAddr  string
+	metricsURL string
+	cancel     context.CancelFunc
+	errc       chan error
+	out        *syncBuffer
 }
 
-var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka):\s+(\S+)`)
+var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka|metrics):\s+(\S+)`)
 
 // startDev runs `kstate dev args...` until its banner is printed.
 func startDev(t *testing.T, args ...string) *devRun {
@@ -52,7 +55,8 @@ func startDev(t *testing.T, args ...string) *devRun {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &devRun{cancel: cancel, errc: make(chan error, 1), out: &syncBuffer{}}
 	root := newRootCmd()
-	root.SetArgs(append([]string{"dev", "--log-level", "error"}, args...))
+	// Any free admin port: the default (9090) may be taken on the machine running the tests.
+	root.SetArgs(append([]string{"dev", "--log-level", "error", "--admin-listen", "127.0.0.1:0"}, args...))
 	root.SetOut(r.out)
 	root.SetErr(r.out)
 	go func() { r.errc <- root.ExecuteContext(ctx) }()
@@ -83,10 +87,12 @@ func startDev(t *testing.T, args ...string) *devRun {
 			r.grpcAddr = m[2]
 		case "Kafka":
 			r.kafkaAddr = m[2]
+		case "metrics":
+			r.metricsURL = m[2]
 		}
 	}
-	if r.grpcAddr == "" || r.kafkaAddr == "" {
-		t.Fatalf("no gRPC or Kafka address in the banner:\n%s", r.out.String())
+	if r.grpcAddr == "" || r.kafkaAddr == "" || r.metricsURL == "" {
+		t.Fatalf("no gRPC, Kafka or metrics address in the banner:\n%s", r.out.String())
 	}
 	return r
 }
@@ -104,6 +110,22 @@ func (r *devRun) stop(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("kstate dev still running 1m after cancel:\n%s", r.out.String())
 	}
+}
+
+// getURL fetches url and returns its body, failing t unless the answer is 200.
+func getURL(t *testing.T, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago, so two runs of
@@ -174,6 +196,7 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 		"kstate.shop.owners":                                  {"owners", 1, "compact"},
 		"kstate.claims":                                       {"claims", 1, "delete"},
 		"kstate.shop.dead-letters":                            {"dead-letters", 3, "delete"},
+		"kstate.shop.idempotency":                             {"idempotency", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".events":    {"events", 3, "delete"},
 		"kstate." + shoppingcart.PersistenceID + ".snapshots": {"snapshots", 3, "compact"},
 	}
@@ -194,8 +217,8 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 			t.Errorf("%s: %d topics, want %d: %v", run, len(got), len(want), got)
 		}
 		app := topicsByName(t, r.kafkaAddr, "shop")
-		if len(app) != 3 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" || app["kstate.shop.dead-letters"].Name == "" {
-			t.Errorf("%s: --app shop lists %v, want the commands, owners and dead-letters topics", run, app)
+		if len(app) != 4 || app["kstate.shop.commands"].Name == "" || app["kstate.shop.owners"].Name == "" || app["kstate.shop.dead-letters"].Name == "" || app["kstate.shop.idempotency"].Name == "" {
+			t.Errorf("%s: --app shop lists %v, want the commands, owners, dead-letters and idempotency topics", run, app)
 		}
 		return got
 	}
@@ -208,6 +231,10 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 	call(t, first.grpcAddr, "com.example.shoppingcart.ShoppingCart/AddItem",
 		`{"user_id":"ann","product_id":"pen","name":"Pen","quantity":2}`)
 	before := check("first run, after AddItem", first)
+	// The banner's metrics URL serves the node's metrics, the AddItem command among them.
+	if m := getURL(t, first.metricsURL); !strings.Contains(m, `kstate_commands_total{code="OK",service="com.example.shoppingcart.ShoppingCart"} 1`) {
+		t.Errorf("%s does not count the AddItem command:\n%s", first.metricsURL, m)
+	}
 	events := "kstate." + shoppingcart.PersistenceID + ".events"
 	if n := sum(before[events].EndOffsets); n < 1 {
 		t.Fatalf("after AddItem the journal %s is empty", events)
@@ -307,6 +334,7 @@ func TestTopicKind(t *testing.T) {
 		"kstate.cart.snapshots":   "snapshots",
 		"kstate.votes.crdt":       "crdt",
 		"kstate.shop.owners":      "owners",
+		"kstate.shop.idempotency": "idempotency",
 		"kstate.profile.state":    "state",
 		"kstate.something.else":   "-",
 		"no-dots-at-all":          "-",

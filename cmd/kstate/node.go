@@ -59,6 +59,7 @@ type nodeOpts struct {
 	maxActive      int
 	maxRecordBytes int
 	idemWindow     time.Duration
+	adminListen    string // registered by each command: its default differs
 	kafka          kafkaOpts
 }
 
@@ -129,6 +130,7 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	cfg.MaxActiveEntities = o.maxActive
 	cfg.MaxRecordBytes = o.maxRecordBytes
 	cfg.IdempotencyWindow = o.idemWindow
+	cfg.AdminListenAddr = o.adminListen
 	cfg.Broker.Brokers = brokers
 	cfg.Broker.Namespace = o.namespace
 	cfg.Broker.App = o.app
@@ -163,6 +165,10 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	}
 	return cfg, opts, nil
 }
+
+// adminListenHelp describes --admin-listen, registered by `kstate dev` and `kstate serve` with
+// their own defaults.
+const adminListenHelp = "admin HTTP address for Prometheus /metrics, /debug/pprof/ and /readyz (keep it private)"
 
 // nodeGCPercent is the GOGC a node runs with unless the GOGC variable says otherwise. A node's
 // live heap is small (entity images live in Pebble) while it allocates per command at a high rate,
@@ -216,6 +222,7 @@ the work: the consumer group assigns partitions, and a killed node's partitions 
 		},
 	}
 	o.register(cmd, "app", ":9000")
+	cmd.Flags().StringVar(&o.adminListen, "admin-listen", "", adminListenHelp+" (default: off)")
 	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
 	o.kafka.register(cmd.Flags())
 	return cmd

@@ -117,7 +117,7 @@ func topicKind(name string) string {
 		return "-"
 	}
 	suffix := name[i+1:]
-	for k := broker.Events; k <= broker.DeadLetters; k++ {
+	for k := broker.Events; k <= broker.Idempotency; k++ {
 		if k.String() == suffix {
 			return suffix
 		}

@@ -123,13 +123,15 @@ func TestPackageGraph(t *testing.T) {
 
 // layers lists, per package inside processor/, the other processor packages it may import
 // directly, so the runtime's concepts stay one-way: runtime (processor) → front door → catalog →
-// core. Tests may also import proctest, the shared test helpers. A processor package not listed
-// fails the test, so a new one must take its place here.
+// core; metrics (the node's Prometheus metrics) is a leaf. Tests may also import proctest, the
+// shared test helpers. A processor package not listed fails the test, so a new one must take its
+// place here.
 var layers = map[string][]string{
-	mod + "/processor":                    {"frontdoor", "catalog", "core", "proctest"},
+	mod + "/processor":                    {"frontdoor", "catalog", "core", "metrics", "proctest"},
 	mod + "/processor/internal/frontdoor": {"catalog", "proctest"},
 	mod + "/processor/internal/catalog":   {"core", "proctest"},
 	mod + "/processor/internal/core":      {},
+	mod + "/processor/internal/metrics":   {},
 	mod + "/processor/internal/proctest":  {},
 }
 

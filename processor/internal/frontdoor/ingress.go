@@ -173,10 +173,12 @@ func (in *Ingress) ServerOptions() []grpc.ServerOption {
 }
 
 // Handler returns the stream handler to install with grpc.UnknownServiceHandler. The server must
-// use Codec (see ServerOptions).
+// use Codec (see ServerOptions). An observing Dispatcher (Observer) is told how each call ended.
 func (in *Ingress) Handler() grpc.StreamHandler {
 	return func(_ any, ss grpc.ServerStream) error {
-		return in.serve(ss)
+		err := in.serve(ss)
+		in.observeCall(ss.Context(), err)
+		return err
 	}
 }
 
