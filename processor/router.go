@@ -375,8 +375,8 @@ func sameType(got, want string) bool {
 }
 
 // dialFailed reports whether a status this node's gRPC transport produced says the connection
-// could not be made (grpc-go: "connection error: desc = \"transport: Error while dialing ...\""),
-// so the request was never sent.
+// could not be made (grpc-go: "connection error: desc = \"transport: Error while dialing ...\"",
+// or "... authentication handshake failed ..." with peer TLS), so the request was never sent.
 func dialFailed(msg string) bool {
-	return strings.HasPrefix(msg, "connection error:") && strings.Contains(msg, "while dialing")
+	return strings.HasPrefix(msg, "connection error:") && (strings.Contains(msg, "while dialing") || strings.Contains(msg, "authentication handshake failed"))
 }
