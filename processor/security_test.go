@@ -463,7 +463,7 @@ func TestPeerMTLS(t *testing.T) {
 		creds credentials.TransportCredentials
 	}{
 		{"plaintext", insecure.NewCredentials()},
-		{"no client certificate", credentials.NewTLS(&tls.Config{RootCAs: cluster.Pool(), InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})}, //nolint:gosec // the server's name is not the point
+		{"no client certificate", credentials.NewTLS(&tls.Config{RootCAs: cluster.Pool(), InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})},                                                                   //nolint:gosec // the server's name is not the point
 		{"a certificate of another CA", credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{testcert.NewCA(t, "other").Issue(t, "mallory").TLS}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})}, //nolint:gosec // as above
 	} {
 		pc, err := grpc.NewClient(b.PeerAddr(), grpc.WithTransportCredentials(tc.creds))
