@@ -38,9 +38,10 @@ type AuthCall struct {
 // AuthFunc decides whether a call on the public port may run: nil lets it run. An error that is
 // a gRPC status (status.Error, or any error with a GRPCStatus method) reaches the client with its
 // code, e.g. codes.PermissionDenied (HTTP 403); any other error becomes codes.Unauthenticated
-// (HTTP 401) with the error's text as message. It runs before the request message is read, once
-// per call (a stream is authorized once, when it opens), on the call's goroutine, concurrently
-// with other calls; ctx is the call's context.
+// (HTTP 401) with the error's text as message. It runs once per call (a stream is authorized
+// once, when it opens), before the ingress reads the request message (an HTTP/JSON body has been
+// buffered and transcoded by then, within the front door's size and time limits), on the call's
+// goroutine, concurrently with other calls; ctx is the call's context.
 type AuthFunc func(ctx context.Context, call AuthCall) error
 
 // WithAuth installs an authentication hook on the public port. It runs for every call of the

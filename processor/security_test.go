@@ -584,7 +584,11 @@ func TestTLSConfigErrors(t *testing.T) {
 	cfg.DataDir = dir
 	cfg.Broker.Brokers = []string{"127.0.0.1:9092"}
 	cfg.TLS = TLSConfig{CertFile: cert, KeyFile: key}
-	if _, err := New(cfg, WithEntities(inprocEntities()...), WithTLSConfig(&tls.Config{})); err == nil || !strings.Contains(err.Error(), "WithTLSConfig") {
+	if _, err := New(cfg, WithEntities(inprocEntities()...), WithTLSConfig(&tls.Config{})); err == nil || !strings.Contains(err.Error(), "both Config.TLS and WithTLSConfig") {
 		t.Errorf("Config.TLS and WithTLSConfig: %v", err)
+	}
+	cfg.TLS = TLSConfig{}
+	if _, err := New(cfg, WithEntities(inprocEntities()...), WithTLSConfig(&tls.Config{})); err == nil || !strings.Contains(err.Error(), "no server certificate") {
+		t.Errorf("WithTLSConfig without a certificate: %v", err)
 	}
 }

@@ -65,7 +65,9 @@ func (t TLSConfig) build() (*tls.Config, error) {
 // WithTLSConfig serves the public port over TLS with cfg, for embedders that hold their
 // certificates in memory or rotate them (GetCertificate, GetConfigForClient). The node uses a
 // clone of cfg and adds "h2" and "http/1.1" to its NextProtos when missing; client certificate
-// policy is cfg's own (ClientAuth, ClientCAs). It cannot be combined with Config.TLS.
+// policy is cfg's own (ClientAuth, ClientCAs). cfg must provide a certificate (Certificates,
+// GetCertificate or GetConfigForClient); nil has no effect. It cannot be combined with
+// Config.TLS.
 func WithTLSConfig(cfg *tls.Config) Option {
 	return func(n *Node) { n.tlsOpt = cfg }
 }
@@ -77,6 +79,9 @@ func (n *Node) publicTLS() (*tls.Config, error) {
 	}
 	if n.cfg.TLS.enabled() {
 		return nil, errors.New("processor: both Config.TLS and WithTLSConfig given; choose one")
+	}
+	if len(n.tlsOpt.Certificates) == 0 && n.tlsOpt.GetCertificate == nil && n.tlsOpt.GetConfigForClient == nil {
+		return nil, errors.New("processor: WithTLSConfig: the tls.Config has no server certificate (Certificates, GetCertificate or GetConfigForClient)")
 	}
 	cfg := n.tlsOpt.Clone()
 	for _, p := range []string{"h2", "http/1.1"} {
@@ -193,7 +198,7 @@ func verifyPeerServer(roots *x509.CertPool, name string) func(tls.ConnectionStat
 	}
 }
 
-// peerCredentials returns the transport credentials of the peer listener and of the dialler, nil
+// credentials returns the transport credentials of the peer listener and of the dialler, nil
 // and nil for plaintext.
 func (p PeerTLSConfig) credentials() (server, client credentials.TransportCredentials, err error) {
 	s, c, err := p.build()

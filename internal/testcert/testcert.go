@@ -21,6 +21,7 @@ import (
 
 // CA is a test certificate authority.
 type CA struct {
+	// Cert is the CA's certificate.
 	Cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	// PEM is the CA certificate, PEM encoded.
