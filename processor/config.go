@@ -75,6 +75,11 @@ type Config struct {
 	AdminListenAddr string
 	// AllowProtocolMismatch accepts user functions that report another protocol version.
 	AllowProtocolMismatch bool
+	// TLS serves the public port over TLS, optionally requiring client certificates; the zero
+	// value serves plaintext (docs/security.md).
+	TLS TLSConfig
+	// PeerTLS secures node-to-node forwarding with mutual TLS; the zero value is plaintext.
+	PeerTLS PeerTLSConfig
 	// Logger receives the node's logs; nil discards them.
 	Logger hclog.Logger
 }
@@ -158,6 +163,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Broker.Validate(); err != nil {
 		return fmt.Errorf("processor: %w", err)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
+	if err := c.PeerTLS.Validate(); err != nil {
+		return err
 	}
 	if c.ReadLease == 0 {
 		c.ReadLease = c.Broker.SessionTimeout / 3

@@ -6,6 +6,7 @@ package processor
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -57,6 +59,8 @@ func WithEntities(entities ...sdk.Entity) Option {
 }
 
 // WithListener serves on l instead of listening on Config.ListenAddr (tests, socket activation).
+// With TLS configured, the node runs the handshakes on l's connections itself: pass a plain TCP
+// listener.
 func WithListener(l net.Listener) Option {
 	return func(n *Node) { n.lis = l }
 }
@@ -75,6 +79,13 @@ type Node struct {
 	inproc         []sdk.Entity
 	lis            net.Listener
 	commandTimeout time.Duration
+
+	// Security of the ports (tls.go, auth.go): the public port's TLS (nil: plaintext), the option
+	// it may come from, the authentication hooks, and the peer port's credentials (nil: plaintext).
+	pubTLS               *tls.Config
+	tlsOpt               *tls.Config
+	auth                 []AuthFunc
+	peerCreds, dialCreds credentials.TransportCredentials
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -156,6 +167,13 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	}
 	if len(n.inproc) > 0 && cfg.UserFunction != "" {
 		return nil, errors.New("processor: both UserFunction and in-process entities given; choose one")
+	}
+	var err error
+	if n.pubTLS, err = n.publicTLS(); err != nil {
+		return nil, err
+	}
+	if n.peerCreds, n.dialCreds, err = cfg.PeerTLS.credentials(); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
@@ -381,13 +399,18 @@ func (n *Node) serve() error {
 	}
 	lim := frontdoor.Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
 	ing := frontdoor.NewIngress(n.cat, dispatcher{n}, lim)
-	n.conns.opts = peerDialOptions(ing.Limits())
+	n.conns.opts = peerDialOptions(ing.Limits(), n.dialCreds)
 	// Node-to-node forwarding has its own listener and server, never the public port: a client
 	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.
-	n.peerSrv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(ing.Limits().MaxRecvBytes+frontdoor.ForwardOverhead),
-		grpc.MaxSendMsgSize(ing.Limits().MaxSendBytes+frontdoor.ForwardOverhead),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	peerOpts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(ing.Limits().MaxRecvBytes + frontdoor.ForwardOverhead),
+		grpc.MaxSendMsgSize(ing.Limits().MaxSendBytes + frontdoor.ForwardOverhead),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+	if n.peerCreds != nil {
+		peerOpts = append(peerOpts, grpc.Creds(n.peerCreds)) // mutual TLS (PeerTLSConfig)
+	}
+	n.peerSrv = grpc.NewServer(peerOpts...)
 	kstatev1.RegisterNodeServer(n.peerSrv, &nodeService{n: n})
 	n.wg.Add(1)
 	go func() {
@@ -396,7 +419,7 @@ func (n *Node) serve() error {
 			n.log.Error("peer server stopped", "error", err)
 		}
 	}()
-	n.srv = grpc.NewServer(ing.ServerOptions()...)
+	n.srv = grpc.NewServer(append(ing.ServerOptions(), n.authServerOptions()...)...)
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
@@ -406,8 +429,13 @@ func (n *Node) serve() error {
 		return fmt.Errorf("HTTP/JSON front door: %w", err)
 	}
 	front = ing.ObserveHTTP(front) // ingress metrics by protocol
-	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door.
-	n.split = frontdoor.NewSplitListener(n.lis, n.log.Named("listener"))
+	// One port: HTTP/2 (gRPC) connections go to the gRPC server, HTTP/1.1 to the front door. With
+	// TLS every connection goes to the front door, which hands gRPC requests to the gRPC server.
+	if n.pubTLS != nil {
+		n.split = frontdoor.NewTLSSplitListener(n.lis, n.pubTLS, n.log.Named("listener"))
+	} else {
+		n.split = frontdoor.NewSplitListener(n.lis, n.log.Named("listener"))
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -449,6 +477,13 @@ func (n *Node) close() error {
 		n.split.Close()
 	}
 	if n.httpSrv != nil {
+		if n.pubTLS != nil {
+			// Over TLS the front door serves gRPC too: let its calls in flight finish as the gRPC
+			// server does below, within the same few seconds.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = n.httpSrv.Shutdown(ctx)
+			cancel()
+		}
 		_ = n.httpSrv.Close()
 	}
 	if n.srv != nil {
@@ -771,10 +806,14 @@ func (c *connPool) closeAll() {
 
 // peerDialOptions sizes peer connections from the node's own limits (a forwarded call must not
 // fail where a local one succeeds) and pings idle connections, so a paused owner is noticed in
-// seconds rather than eating the caller's whole deadline.
-func peerDialOptions(lim frontdoor.Limits) []grpc.DialOption {
+// seconds rather than eating the caller's whole deadline. creds secure them (PeerTLSConfig); nil
+// is plaintext.
+func peerDialOptions(lim frontdoor.Limits, creds credentials.TransportCredentials) []grpc.DialOption {
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(lim.MaxRecvBytes+frontdoor.ForwardOverhead),
 			grpc.MaxCallRecvMsgSize(lim.MaxSendBytes+frontdoor.ForwardOverhead)),

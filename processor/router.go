@@ -435,8 +435,13 @@ func sameType(got, want string) bool {
 }
 
 // dialFailed reports whether a status this node's gRPC transport produced says the connection
-// could not be made (grpc-go: "connection error: desc = \"transport: Error while dialing ...\""),
-// so the request was never sent.
+// could not be made (grpc-go: "connection error: desc = \"transport: Error while dialing ...\"";
+// with peer TLS also "... authentication handshake failed ..." and, when the peer refused our
+// certificate, "... error reading server preface ...": grpc-go uses no connection before the
+// server's preface), so the request was never sent.
 func dialFailed(msg string) bool {
-	return strings.HasPrefix(msg, "connection error:") && strings.Contains(msg, "while dialing")
+	if !strings.HasPrefix(msg, "connection error:") {
+		return false
+	}
+	return strings.Contains(msg, "while dialing") || strings.Contains(msg, "authentication handshake failed") || strings.Contains(msg, "error reading server preface")
 }

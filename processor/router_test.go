@@ -26,6 +26,8 @@ func TestClassifyForward(t *testing.T) {
 		want    forwardOutcome
 	}{
 		{"dial failure", codes.Unavailable, dial, nil, forwardRetry},
+		{"peer TLS handshake failure", codes.Unavailable, `connection error: desc = "transport: authentication handshake failed: tls: failed to verify certificate"`, nil, forwardRetry},
+		{"peer refused our certificate", codes.Unavailable, `connection error: desc = "error reading server preface: remote error: tls: certificate required"`, nil, forwardRetry},
 		{"peer: not the owner", codes.FailedPrecondition, notOwnerMsg + " 3 (node b)", notRun, forwardRetry},
 		{"peer's UNAVAILABLE quoting a dial error", codes.Unavailable, dial, ran, forwardFinal},
 		{"peer's UNAVAILABLE with connection refused inside", codes.Unavailable, "unavailable: commit: dial tcp: connection refused", ran, forwardFinal},

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -31,6 +34,7 @@ func newCallCmd() *cobra.Command {
 		timeout time.Duration
 		headers []string
 		useTLS  bool
+		tlsOpts callTLS
 		list    bool
 	)
 	cmd := &cobra.Command{
@@ -64,7 +68,8 @@ With --list, prints the server's services, or the methods of SERVICE.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cmd.SilenceUsage = true // from here on, errors are not about usage
-			if err := runCall(cmd, args, addr, timeout, headers, useTLS, list); err != nil {
+			tlsOpts.enabled = useTLS
+			if err := runCall(cmd, args, addr, timeout, headers, tlsOpts, list); err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "ERROR: %v\n", err)
 				cmd.SilenceErrors = true
 				return err
@@ -77,12 +82,55 @@ With --list, prints the server's services, or the methods of SERVICE.`,
 	f.DurationVar(&timeout, "timeout", 10*time.Second, "deadline for the whole call, reflection included (0: none, e.g. to follow a stream)")
 	f.StringArrayVarP(&headers, "header", "H", nil, `request metadata as key=value (repeatable); a key ending in "-bin" takes base64`)
 	f.BoolVar(&useTLS, "tls", false, "connect with TLS, verifying the server against the system's roots (default plaintext)")
+	f.StringVar(&tlsOpts.caFile, "tls-ca", "", "PEM CAs to verify the server against instead of the system's roots (implies --tls)")
+	f.StringVar(&tlsOpts.certFile, "tls-cert", "", "PEM client certificate, for a port that requires one (with --tls-key; implies --tls)")
+	f.StringVar(&tlsOpts.keyFile, "tls-key", "", "PEM private key of --tls-cert")
 	f.BoolVarP(&list, "list", "l", false, "list the server's services, or the methods of SERVICE, instead of calling")
 	return cmd
 }
 
-func runCall(cmd *cobra.Command, args []string, addr string, timeout time.Duration, headers []string, useTLS, list bool) error {
+// callTLS are the TLS flags of `kstate call`.
+type callTLS struct {
+	enabled                   bool
+	caFile, certFile, keyFile string
+}
+
+// credentials returns the transport credentials the flags ask for: plaintext unless --tls or a
+// file is given.
+func (c callTLS) credentials() (credentials.TransportCredentials, error) {
+	if !c.enabled && c.caFile == "" && c.certFile == "" && c.keyFile == "" {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificates found", c.caFile)
+		}
+	}
+	if c.certFile != "" || c.keyFile != "" {
+		if c.certFile == "" || c.keyFile == "" {
+			return nil, errors.New("--tls-cert and --tls-key: give both for a client certificate")
+		}
+		cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+func runCall(cmd *cobra.Command, args []string, addr string, timeout time.Duration, headers []string, tlsOpts callTLS, list bool) error {
 	md, err := parseHeaders(headers)
+	if err != nil {
+		return err
+	}
+	creds, err := tlsOpts.credentials()
 	if err != nil {
 		return err
 	}
@@ -104,10 +152,6 @@ func runCall(cmd *cobra.Command, args []string, addr string, timeout time.Durati
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
-	}
-	creds := insecure.NewCredentials()
-	if useTLS {
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
 	}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {

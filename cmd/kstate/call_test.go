@@ -238,3 +238,20 @@ func TestParseHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestCallTLSFlags: the TLS flags of `kstate call` fail before dialling, naming the flag.
+func TestCallTLSFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-ca", "/nonexistent.crt"}, "--tls-ca: open /nonexistent.crt"},
+		{[]string{"--tls-cert", "/nonexistent.crt"}, "--tls-cert and --tls-key: give both"},
+		{[]string{"--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"}, "--tls-cert/--tls-key: open /nonexistent.crt"},
+	} {
+		_, errOut, err := runCallCmd(t, "", append(tc.args, "--addr", "127.0.0.1:1", "x.Y/Z")...)
+		if err == nil || !strings.Contains(errOut, tc.want) {
+			t.Errorf("kstate call %v: %v, stderr %q; want %q", tc.args, err, errOut, tc.want)
+		}
+	}
+}

@@ -80,8 +80,19 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "::" || host == "0.0.0.0" || host == "") {
 		addr = net.JoinHostPort("localhost", port) // listening on every interface
 	}
-	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (reflection on)\n  Kafka:  %s (embedded; data in %s)\n",
-		addr, kafka[0], o.node.dataDir)
+	sec := o.node.security
+	port := "reflection on"
+	switch {
+	case sec.tlsClientCA != "":
+		port += ", TLS, client certificates required"
+	case sec.tlsCert != "":
+		port += ", TLS"
+	}
+	if sec.bearerFile != "" {
+		port += ", bearer tokens required"
+	}
+	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (%s)\n  Kafka:  %s (embedded; data in %s)\n",
+		addr, port, kafka[0], o.node.dataDir)
 	if a := n.AdminAddr(); a != "" {
 		fmt.Fprintf(out, "  metrics: http://%s/metrics (pprof: http://%[1]s/debug/pprof/)\n", a)
 	}
@@ -94,13 +105,23 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 		fmt.Fprintln(out, ")")
 	}
 	if o.node.example == "shoppingcart" {
+		// With TLS or tokens the commands carry the flags they need; a private CA adds
+		// --tls-ca FILE (kstate call) or --cacert FILE (curl).
+		scheme, callFlags, curlFlags := "http", "", ""
+		if sec.tlsCert != "" {
+			scheme, callFlags = "https", " --tls"
+		}
+		if sec.bearerFile != "" {
+			callFlags += " -H 'authorization: Bearer <token>'"
+			curlFlags = " -H 'authorization: Bearer <token>'"
+		}
 		fmt.Fprintf(out, `
 try it:
-  go run ./cmd/kstate call --addr %[1]s com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'
-  go run ./cmd/kstate call --addr %[1]s com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'
-  curl -XPOST http://%[1]s/cart/alice/items/add -H 'content-type: application/json' -d '{"product_id":"pear","name":"Pear","quantity":2}'
-  curl http://%[1]s/carts/alice
-`, addr)
+  go run ./cmd/kstate call --addr %[1]s%[3]s com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'
+  go run ./cmd/kstate call --addr %[1]s%[3]s com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'
+  curl -XPOST %[2]s://%[1]s/cart/alice/items/add -H 'content-type: application/json'%[4]s -d '{"product_id":"pear","name":"Pear","quantity":2}'
+  curl%[4]s %[2]s://%[1]s/carts/alice
+`, addr, scheme, callFlags, curlFlags)
 	}
 	fmt.Fprintln(out, "\nCtrl-C stops it; the data stays in", o.node.dataDir)
 }

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -16,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kstatehq/kstate/examples/shoppingcart"
+	"github.com/kstatehq/kstate/internal/testcert"
 	"github.com/kstatehq/kstate/processor"
 )
 
@@ -280,6 +284,13 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 
 // TestBadFlags checks that bad flag values fail before anything starts, naming what to fix.
 func TestBadFlags(t *testing.T) {
+	// A port in use: a dev run that got as far as starting its broker would fail naming it.
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	busy := hold.Addr().String()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -295,6 +306,11 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"topics", "--partitions", "3"}, "unknown flag"},
 		{[]string{"serve", "--partitions", "0", "--example", "shoppingcart", "--data-dir", t.TempDir()}, "--partitions 0: want at least 1"},
 		{[]string{"serve", "--partitions", "-3", "--example", "shoppingcart", "--data-dir", t.TempDir()}, "--partitions -3: want at least 1"},
+		// Security flags are checked before the embedded broker starts (its port is taken).
+		{[]string{"dev", "--example", "shoppingcart", "--kafka-addr", busy, "--data-dir", t.TempDir(), "--tls-cert", "/nonexistent.crt"}, "--tls-key"},
+		{[]string{"dev", "--example", "shoppingcart", "--kafka-addr", busy, "--data-dir", t.TempDir(), "--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"}, "(--tls-cert): open /nonexistent.crt"},
+		{[]string{"dev", "--example", "shoppingcart", "--kafka-addr", busy, "--data-dir", t.TempDir(), "--auth-bearer-file", "/nonexistent"}, "--auth-bearer-file"},
+		{[]string{"serve", "--example", "shoppingcart", "--data-dir", t.TempDir(), "--peer-tls-cert", "/x.crt", "--peer-tls-key", "/x.key"}, "--peer-tls-ca"},
 	} {
 		root := newRootCmd()
 		var out bytes.Buffer
@@ -345,4 +361,66 @@ func TestTopicKind(t *testing.T) {
 			t.Errorf("topicKind(%q) = %q, want %q", name, got, want)
 		}
 	}
+}
+
+// TestDevTLSAndTokens runs `kstate dev` with TLS, required client certificates and a token file,
+// and calls it with `kstate call` and over HTTPS: the right certificate and token get through;
+// without the token the call is UNAUTHENTICATED (HTTP 401), without the certificate refused.
+func TestDevTLSAndTokens(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.NewCA(t, "dev CA")
+	cert, key := ca.Issue(t, "node", "127.0.0.1").WriteFiles(t, dir, "node")
+	caFile := ca.WriteFile(t, dir, "ca.crt")
+	client := ca.Issue(t, "alice")
+	clientCert, clientKey := client.WriteFiles(t, dir, "alice")
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := startDev(t, "--data-dir", filepath.Join(dir, "data"), "--kafka-addr", freeAddr(t), "--listen", "127.0.0.1:0",
+		"--example", "shoppingcart", "--partitions", "2",
+		"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", caFile, "--auth-bearer-file", tokens)
+	if !strings.Contains(r.out.String(), "TLS, client certificates required, bearer tokens required") {
+		t.Errorf("the banner does not say the port is secured:\n%s", r.out.String())
+	}
+	const add = "com.example.shoppingcart.ShoppingCart/AddItem"
+	req := `{"user_id":"ann","product_id":"pen","name":"Pen","quantity":2}`
+	tlsArgs := []string{"--addr", r.grpcAddr, "--timeout", "30s", "--tls-ca", caFile, "--tls-cert", clientCert, "--tls-key", clientKey}
+	if _, errOut, err := runCallCmd(t, "", append(tlsArgs, "-H", "authorization: Bearer s3cret", add, req)...); err != nil {
+		t.Fatalf("kstate call with certificate and token: %v\n%s", err, errOut)
+	}
+	if _, errOut, err := runCallCmd(t, "", append(tlsArgs, add, req)...); err == nil || !strings.Contains(errOut, "Unauthenticated") {
+		t.Fatalf("kstate call without a token: %v, stderr %q; want Unauthenticated", err, errOut)
+	}
+	if _, errOut, err := runCallCmd(t, "", "--addr", r.grpcAddr, "--timeout", "10s", "--tls-ca", caFile, "-H", "authorization: Bearer s3cret", add, req); err == nil {
+		t.Fatalf("kstate call without a client certificate succeeded: %s", errOut)
+	}
+
+	hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: ca.Pool(), Certificates: []tls.Certificate{client.TLS}, MinVersion: tls.VersionTLS12}}}
+	defer hc.CloseIdleConnections()
+	get := func(token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "https://"+r.grpcAddr+"/carts/ann", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("s3cret"); code != http.StatusOK || !strings.Contains(body, `"productId":"pen"`) {
+		t.Fatalf("HTTPS with the token: %d %s", code, body)
+	}
+	if code, body := get(""); code != http.StatusUnauthorized || !strings.Contains(body, `"code":16`) {
+		t.Fatalf("HTTPS without a token: %d %s", code, body)
+	}
+	r.stop(t)
 }

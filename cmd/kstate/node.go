@@ -61,6 +61,71 @@ type nodeOpts struct {
 	idemWindow     time.Duration
 	adminListen    string // registered by each command: its default differs
 	kafka          kafkaOpts
+	security       securityOpts
+}
+
+// securityOpts are the flags that secure the node's own ports (docs/security.md).
+type securityOpts struct {
+	tlsCert, tlsKey, tlsClientCA       string
+	peerCert, peerKey, peerCA, peerSNI string
+	bearerFile                         string
+}
+
+func (s *securityOpts) register(f *pflag.FlagSet) {
+	f.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate (chain) of the public port: serve gRPC and HTTP over TLS (with --tls-key)")
+	f.StringVar(&s.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&s.tlsClientCA, "tls-client-ca", "", "PEM CAs of client certificates: every client of the public port must present one they signed (mutual TLS)")
+	f.StringVar(&s.peerCert, "peer-tls-cert", "", "PEM certificate of this node on the peer port, signed by --peer-tls-ca (mutual TLS between nodes; with --peer-tls-key and --peer-tls-ca)")
+	f.StringVar(&s.peerKey, "peer-tls-key", "", "PEM private key of --peer-tls-cert")
+	f.StringVar(&s.peerCA, "peer-tls-ca", "", "PEM CA that signs every node's peer certificate (the cluster CA)")
+	f.StringVar(&s.peerSNI, "peer-tls-server-name", "", "DNS name every node's peer certificate must carry, for a CA shared with other services (optional)")
+	f.StringVar(&s.bearerFile, "auth-bearer-file", "", "file of bearer tokens, one per line (# comments): every call on the public port but health checks needs \"authorization: Bearer <token>\"")
+}
+
+// apply sets cfg's TLS from the flags, checks the files, and returns the authentication option of
+// --auth-bearer-file (nil without it).
+func (s *securityOpts) apply(cfg *processor.Config) (processor.Option, error) {
+	cfg.TLS = processor.TLSConfig{CertFile: s.tlsCert, KeyFile: s.tlsKey, ClientCAFile: s.tlsClientCA}
+	cfg.PeerTLS = processor.PeerTLSConfig{CertFile: s.peerCert, KeyFile: s.peerKey, CAFile: s.peerCA, ServerName: s.peerSNI}
+	if err := cfg.TLS.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.PeerTLS.Validate(); err != nil {
+		return nil, err
+	}
+	if s.bearerFile == "" {
+		return nil, nil
+	}
+	tokens, err := readTokens(s.bearerFile)
+	if err != nil {
+		return nil, err
+	}
+	return processor.WithAuth(processor.BearerTokens(tokens...)), nil
+}
+
+// readTokens reads a token file: one token per line, surrounding space trimmed; blank lines and
+// lines starting with # are skipped. A file without tokens is an error (it would refuse every
+// call).
+func readTokens(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--auth-bearer-file: %w", err)
+	}
+	var tokens []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.ContainsAny(line, " \t") {
+			return nil, fmt.Errorf("--auth-bearer-file %s: line %d: a token cannot contain spaces", path, i+1)
+		}
+		tokens = append(tokens, line)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("--auth-bearer-file %s: no tokens (one per line)", path)
+	}
+	return tokens, nil
 }
 
 // kafkaOpts are the flags for reaching a secured Kafka cluster.
@@ -109,6 +174,7 @@ func (o *nodeOpts) register(cmd *cobra.Command, defaultApp, defaultListen string
 	f.IntVar(&o.maxActive, "max-active-entities", 0, "active entities per partition before the least recently used idle one is passivated (0: 10000)")
 	f.DurationVar(&o.idemWindow, "idempotency-window", 0, "how long a command's outcome is remembered for its idempotency key (0: 24h; at most 168h)")
 	f.IntVar(&o.maxRecordBytes, "max-record-bytes", 0, "largest event, snapshot or state record a command may write; larger fails the command with INVALID_ARGUMENT (0: 1000000, and never above the topics' max.message.bytes)")
+	o.security.register(f)
 }
 
 // config maps the flags onto processor.Config and the in-process entities.
@@ -140,6 +206,13 @@ func (o *nodeOpts) config(brokers []string, dataDir string, log hclog.Logger) (p
 	o.kafka.apply(&cfg.Broker)
 	cfg.Logger = log
 	var opts []processor.Option
+	auth, err := o.security.apply(&cfg)
+	if err != nil {
+		return cfg, nil, err
+	}
+	if auth != nil {
+		opts = append(opts, auth)
+	}
 	switch {
 	case o.example != "" && o.userFunction != "":
 		return cfg, nil, fmt.Errorf("--example and --user-function both given: choose one")

@@ -157,6 +157,8 @@ func NewHTTPHandler(cat *catalog.Catalog, grpcServer http.Handler, log hclog.Log
 
 // ServeMux serves h on lis in a new goroutine, speaking HTTP/1.1 and HTTP/2 without TLS (h2c with
 // prior knowledge, which is what gRPC clients use), so gRPC and HTTP/JSON clients share one port.
+// When lis yields *tls.Conn whose handshake is done (NewTLSSplitListener), it speaks HTTP/2 or
+// HTTP/1.1 over TLS as the client chose by ALPN.
 // It uses net/http's own unencrypted HTTP/2 (golang.org/x/net/http2/h2c is deprecated in favour of
 // it, and its hijacked connections escape Shutdown). The goroutine ends when the returned server is
 // shut down: Shutdown(ctx) stops accepting, sends HTTP/2 GOAWAY, and waits for running requests
@@ -177,6 +179,7 @@ func ServeMux(lis net.Listener, h http.Handler) *http.Server {
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: DefaultMaxConcurrentStreams},
 	}
 	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetHTTP2(true) // over TLS, by ALPN; unused on a plaintext listener
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() {
 		// Serve returns http.ErrServerClosed after Shutdown or Close; any other error (the listener

@@ -2,12 +2,15 @@ package frontdoor
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
-	"github.com/hashicorp/go-hclog"
+	"io"
 	"net"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // http2Preface opens every HTTP/2 connection with prior knowledge (RFC 9113 §3.4), which is how
@@ -35,10 +38,13 @@ const (
 // of an HTTP/1 request already rules it out), so short requests never wait. Accept errors that are
 // temporary (out of file descriptors, a connection aborted before it was accepted) are retried with
 // the back-off of net/http.Server.Serve; any other error closes the listener.
+//
+// With TLS (NewTLSSplitListener) nothing is split by bytes: see there.
 type SplitListener struct {
 	lis       net.Listener
 	h2, h1    *chanListener
 	sniff     time.Duration
+	tls       *tls.Config // nil: plaintext, split by the first bytes
 	closeOnce sync.Once
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -53,6 +59,29 @@ func NewSplitListener(lis net.Listener, log hclog.Logger) *SplitListener {
 	return startSplitListener(lis, sniffTimeout, log)
 }
 
+// NewTLSSplitListener serves TLS on lis: each accepted connection completes its handshake with
+// cfg (within the sniff timeout, 10 s, and interrupted by Close) before HTTP accepts it, as a
+// *tls.Conn, so net/http picks HTTP/2 or HTTP/1.1 by ALPN and fills Request.TLS. Every TLS
+// connection goes to HTTP; GRPC yields none. Native gRPC requests then reach the gRPC server
+// through the front door's handler (grpc.Server.ServeHTTP, see NewHTTPHandler), because one
+// HTTP/2 connection may carry gRPC and REST, gRPC-Web or Connect requests, which a browser always
+// sends over TLS HTTP/2. cfg must offer "h2" and "http/1.1" in NextProtos.
+//
+// A failed handshake closes the connection, logged at DEBUG (scanners and plaintext clients are
+// not the operator's problem). A client that sent a plaintext HTTP/1 request gets net/http's
+// answer first: "400 Bad Request", "Client sent an HTTP request to an HTTPS server."
+func NewTLSSplitListener(lis net.Listener, cfg *tls.Config, log hclog.Logger) *SplitListener {
+	return startTLSSplitListener(lis, cfg, sniffTimeout, log)
+}
+
+func startTLSSplitListener(lis net.Listener, cfg *tls.Config, handshake time.Duration, log hclog.Logger) *SplitListener {
+	s := newSplitListener(lis, handshake, log)
+	s.tls = cfg
+	s.wg.Add(1)
+	go s.accept()
+	return s
+}
+
 func (s *SplitListener) logger() hclog.Logger {
 	if s.log == nil {
 		return hclog.NewNullLogger()
@@ -63,11 +92,16 @@ func (s *SplitListener) logger() hclog.Logger {
 // startSplitListener starts splitting lis, closing or classifying connections that stay silent
 // for sniff.
 func startSplitListener(lis net.Listener, sniff time.Duration, log hclog.Logger) *SplitListener {
+	s := newSplitListener(lis, sniff, log)
+	s.wg.Add(1)
+	go s.accept()
+	return s
+}
+
+func newSplitListener(lis net.Listener, sniff time.Duration, log hclog.Logger) *SplitListener {
 	s := &SplitListener{lis: lis, sniff: sniff, done: make(chan struct{}), log: log}
 	s.h2 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
 	s.h1 = &chanListener{addr: lis.Addr(), conns: make(chan net.Conn), done: s.done}
-	s.wg.Add(1)
-	go s.accept()
 	return s
 }
 
@@ -137,13 +171,21 @@ func temporaryAcceptError(err error) bool {
 
 func (s *SplitListener) route(c net.Conn) {
 	sniffed := make(chan struct{})
-	go func() { // Close interrupts the sniff rather than wait it out
+	go func() { // Close interrupts the sniff (or the handshake) rather than wait it out
 		select {
 		case <-s.done:
-			_ = c.SetReadDeadline(time.Now())
+			_ = c.SetDeadline(time.Now())
 		case <-sniffed:
 		}
 	}()
+	if s.tls != nil {
+		tc, ok := s.handshake(c)
+		close(sniffed)
+		if ok {
+			s.deliver(s.h1, tc)
+		}
+		return
+	}
 	head, h2 := sniffPreface(c, s.sniff)
 	close(sniffed)
 	if len(head) == 0 {
@@ -154,11 +196,47 @@ func (s *SplitListener) route(c net.Conn) {
 	if h2 {
 		target = s.h2
 	}
+	s.deliver(target, &peekedConn{Conn: c, head: head})
+}
+
+// deliver hands c to the server accepting from l, or closes it when the listener closes first.
+func (s *SplitListener) deliver(l *chanListener, c net.Conn) {
 	select {
-	case target.conns <- &peekedConn{Conn: c, head: head}:
+	case l.conns <- c:
 	case <-s.done:
 		_ = c.Close()
 	}
+}
+
+// handshake runs the server side of a TLS handshake on c within s.sniff. On failure c is closed,
+// after net/http's 400 answer when the client spoke plaintext HTTP/1.
+func (s *SplitListener) handshake(c net.Conn) (*tls.Conn, bool) {
+	tc := tls.Server(c, s.tls)
+	_ = c.SetDeadline(time.Now().Add(s.sniff))
+	err := tc.Handshake()
+	_ = c.SetDeadline(time.Time{})
+	if err == nil {
+		return tc, true
+	}
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		err = errors.New("client sent an HTTP request to an HTTPS server")
+	}
+	s.logger().Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
+	_ = c.Close()
+	return nil, false
+}
+
+// looksLikeHTTP reports whether the first five bytes of a connection that did not start a TLS
+// handshake are those of a plaintext HTTP/1 request (net/http's test).
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 // sniffPreface reads c until its first bytes are the whole HTTP/2 preface, or cannot begin it
