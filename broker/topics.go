@@ -592,3 +592,29 @@ func (a *Admin) TopicMetas(ctx context.Context, names []string) (map[string]Topi
 	}
 	return out, nil
 }
+
+// GroupNodes returns the instance ids (JoinGroup's instanceID: kstate's node ids) of the app
+// group's current members. A member stays until it leaves or its session times out, so a node
+// that died drops out within the session timeout.
+func (a *Admin) GroupNodes(ctx context.Context) ([]string, error) {
+	cfg := a.cfg.withDefaults()
+	groups, err := a.adm.DescribeGroups(ctx, cfg.GroupID())
+	if err != nil {
+		return nil, fmt.Errorf("describe group %s: %w", cfg.GroupID(), err)
+	}
+	g, ok := groups[cfg.GroupID()]
+	if !ok {
+		return nil, nil
+	}
+	if g.Err != nil {
+		return nil, fmt.Errorf("describe group %s: %w", cfg.GroupID(), g.Err)
+	}
+	prefix := cfg.ClientID + "-"
+	var out []string
+	for _, m := range g.Members {
+		if id, ok := strings.CutPrefix(m.ClientID, prefix); ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}

@@ -231,3 +231,85 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc
 }
+
+// recvVote reads messages until a Vote delta arrives and returns it (within the stream's
+// receive bound).
+func recvVote(t *testing.T, cs *ufCrdtStream) *crdtpb.VoteDelta {
+	t.Helper()
+	m := cs.recv(t)
+	v := m.GetDelta().GetVote()
+	if v == nil {
+		t.Fatalf("want a Vote delta, got %v", m)
+	}
+	return v
+}
+
+// Presence across nodes (the TCK's connection tracking): a user connected through node A — a
+// streamed command whose entity votes true — is seen online by a monitor on node B; when A
+// leaves the app, B removes A's vote and its monitor sees the user offline.
+func TestCrdtVotePresenceAcrossNodes(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, crdtEntities()...)
+	app := kafkatest.Unique(t, "presence")
+	nA, ccA := testNode(t, brokers, app, uf.addr)
+	_, ccB := testNode(t, brokers, app, uf.addr)
+
+	cctx, ccancel := context.WithCancel(context.Background())
+	defer ccancel()
+	connect, err := testpb.NewCrdtTestClient(ccA).Watch(cctx, &testpb.Request{Id: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := uf.nextCrdt(t)
+	expectCrdtInit(t, a, "alice")
+	expectCrdtCommand(t, a, 1, "Watch", true)
+	a.send(&crdtpb.CrdtStreamOut{Message: &crdtpb.CrdtStreamOut_Reply{Reply: &crdtpb.CrdtReply{
+		CommandId: 1,
+		Streamed:  true,
+		StateAction: &crdtpb.CrdtStateAction{
+			Action:           &crdtpb.CrdtStateAction_Update{Update: &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Vote{Vote: &crdtpb.VoteDelta{SelfVote: true}}}},
+			WriteConsistency: crdtpb.CrdtWriteConsistency_MAJORITY,
+		},
+	}}})
+	_ = connect
+
+	// The monitor on B: online once B's replica has A's vote (in init, or pushed after).
+	mctx, mcancel := context.WithCancel(context.Background())
+	defer mcancel()
+	if _, err := testpb.NewCrdtTestClient(ccB).Watch(mctx, &testpb.Request{Id: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	b := uf.nextCrdt(t)
+	init := expectCrdtInit(t, b, "alice")
+	m := b.recv(t)
+	online := init.GetDelta().GetVote()
+	if m.GetDelta() != nil {
+		online, m = m.GetDelta().GetVote(), b.recv(t)
+	}
+	if online == nil || online.GetVotesFor() != 1 || online.GetTotalVoters() != 1 || online.GetSelfVote() {
+		t.Fatalf("B sees %v, want one voter (A) voting true", online)
+	}
+	if c := m.GetCommand(); c == nil || c.GetName() != "Watch" {
+		t.Fatalf("want the monitor's command, got %v", m)
+	}
+	b.send(crdtReply(t, 1, "online", nil, true))
+
+	// A leaves the app: B removes its vote within a sweep, and its entity is told.
+	start := time.Now()
+	ccancel()
+	if sc := a.recv(t).GetStreamCancelled(); sc == nil {
+		t.Fatal("A's entity was not told the connection was cancelled")
+	}
+	// A's user function answers the cancel without a change: the vote stays true, so only A's
+	// departure can make B see alice offline.
+	a.send(&crdtpb.CrdtStreamOut{Message: &crdtpb.CrdtStreamOut_StreamCancelledResponse{StreamCancelledResponse: &crdtpb.CrdtStreamCancelledResponse{CommandId: 1}}})
+	if err := nA.Close(); err != nil {
+		t.Fatal(err)
+	}
+	off := recvVote(t, b)
+	if off.GetVotesFor() != 0 || off.GetTotalVoters() != 0 {
+		t.Fatalf("after A left, B sees %v, want no voters", off)
+	}
+	t.Logf("A's vote removed on B %v after A left", time.Since(start).Round(time.Millisecond))
+	_ = ccA
+}

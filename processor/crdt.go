@@ -129,10 +129,14 @@ func (h *crdtHost) start(ctx context.Context) error {
 		}
 	}
 	h.log.Info("CRDT replicas caught up", "took", time.Since(start).Round(time.Millisecond))
-	h.n.wg.Add(1)
+	h.n.wg.Add(2)
 	go func() {
 		defer h.n.wg.Done()
 		h.follow(from)
+	}()
+	go func() {
+		defer h.n.wg.Done()
+		h.sweepVoters()
 	}()
 	return nil
 }
@@ -447,4 +451,88 @@ func (e *crdtEntity) cancel(c *crdtCall) {
 	case e.cancels <- c:
 	case <-e.done:
 	}
+}
+
+// voterSweepEvery is how often a node checks the Vote entities it holds for voters that left.
+const voterSweepEvery = time.Second
+
+// sweepVoters removes, from every Vote replica this node holds in memory, the votes of nodes that
+// are no longer members of the app's group — left, or dead past the group's session timeout — and
+// replicates the removals, so a presence entity shows a killed node's users offline within the
+// session timeout plus a second. Every node may remove the same vote: merging it twice changes
+// nothing. A replica loaded later is swept when it is next in memory.
+func (h *crdtHost) sweepVoters() {
+	t := time.NewTicker(voterSweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		type voteRep struct {
+			ref crdtRef
+			rep *crdtReplica
+		}
+		var votes []voteRep
+		h.mu.Lock()
+		for ref, rep := range h.replicas {
+			rep.mu.Lock()
+			if _, ok := rep.live.(*crdtlog.Vote); ok {
+				votes = append(votes, voteRep{ref, rep})
+			}
+			rep.mu.Unlock()
+		}
+		h.mu.Unlock()
+		if len(votes) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(h.n.ctx, voterSweepEvery)
+		nodes, err := h.n.adm.GroupNodes(ctx)
+		cancel()
+		if err != nil || len(nodes) == 0 {
+			continue // never remove anyone on an error or an empty answer
+		}
+		live := map[string]bool{h.n.cfg.NodeID: true}
+		for _, id := range nodes {
+			live[id] = true
+		}
+		for _, v := range votes {
+			h.removeVoters(v.ref, v.rep, live)
+		}
+	}
+}
+
+func (h *crdtHost) removeVoters(ref crdtRef, rep *crdtReplica, live map[string]bool) {
+	rep.mu.Lock()
+	vote, ok := rep.live.(*crdtlog.Vote)
+	var deltas []*crdtlog.Vote
+	if ok {
+		for _, node := range vote.Voters() {
+			if !live[node] {
+				if d := vote.Remove(node); d != nil {
+					deltas = append(deltas, d)
+				}
+			}
+		}
+		vote.ResetDelta()
+	}
+	inst := rep.inst
+	rep.mu.Unlock()
+	if len(deltas) == 0 {
+		return
+	}
+	if inst != nil {
+		inst.notify() // its user function learns the new counts
+	}
+	p := broker.Partition([]byte(ref.id), h.n.cfg.Broker.Partitions)
+	svc := h.services[ref.pid]
+	for _, d := range deltas {
+		ctx, cancel := context.WithTimeout(h.n.ctx, 10*time.Second)
+		if err := h.publish(ctx, p, ref, svc.Name, d); err != nil {
+			h.log.Warn("could not replicate the removal of a departed node's vote", "entity", ref.id, "error", err)
+		}
+		cancel()
+	}
+	h.log.Info("removed the votes of nodes that left the app", "service", svc.Name, "entity", ref.id, "votes", len(deltas))
 }
