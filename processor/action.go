@@ -32,7 +32,7 @@ func (n *Node) unaryAction(ctx context.Context, m *catalog.Method, payload []byt
 		ServiceName: m.Service.Name,
 		Name:        m.Name,
 		Payload:     &anypb.Any{TypeUrl: catalog.TypeURL(m.Input), Value: payload},
-		Metadata:    md,
+		Metadata:    n.tr.Metadata(ctx, md),
 	})
 	if err != nil {
 		n.actionCallError(m.Service.Name, err)

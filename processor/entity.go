@@ -153,7 +153,10 @@ func (c *entityConn[I, O]) send(e *entity, r *request, activate func(*request) e
 	for attempt := 0; ; attempt++ {
 		fresh := c.stream == nil
 		if fresh {
-			if err := activate(r); err != nil {
+			span := e.o.n.tr.StartActivation(r.ctx, e.key.Service, e.key.ID, e.o.p)
+			err := activate(r)
+			endSpan(span, err)
+			if err != nil {
 				r.finish(result{err: fmt.Errorf("%w: activate %s/%s: %v", catalog.ErrUnavailable, e.key.Service, e.key.ID, err)})
 				return nil, 0, err
 			}
@@ -252,7 +255,7 @@ func (e *entity) command(r *request, id int64) *cloudstatepb.Command {
 		Id:       id,
 		Name:     r.method.Name,
 		Payload:  &anypb.Any{TypeUrl: catalog.TypeURL(r.method.Input), Value: r.payload},
-		Metadata: r.md,
+		Metadata: e.o.n.tr.Metadata(r.ctx, r.md), // the command span's trace context
 	}
 }
 

@@ -13,12 +13,14 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -34,6 +36,7 @@ import (
 	"github.com/kstatehq/kstate/processor/internal/catalog"
 	"github.com/kstatehq/kstate/processor/internal/frontdoor"
 	"github.com/kstatehq/kstate/processor/internal/metrics"
+	"github.com/kstatehq/kstate/processor/internal/tracing"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 	kstatev1 "github.com/kstatehq/kstate/proto/kstate/v1"
 	"github.com/kstatehq/kstate/sdk"
@@ -119,6 +122,13 @@ type Node struct {
 	boot       string // random per process
 	conns      connPool
 
+	// Tracing (tracing.go): the embedder's provider or the OTEL_* variables, and the node's
+	// tracing, nil when off.
+	tp       trace.TracerProvider
+	traceIDs bool
+	traceEnv tracing.Env
+	tr       *tracing.Tracing
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -154,6 +164,9 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	}
 	for _, o := range opts {
 		o(n)
+	}
+	if err := n.parseTracing(); err != nil {
+		return nil, err
 	}
 	if n.cfg.Broker.Metrics == nil {
 		km, err := broker.NewClientMetrics(n.met.Registry()) // the Kafka clients' metrics
@@ -227,6 +240,9 @@ func (n *Node) Start(ctx context.Context) error {
 			_ = n.Close()
 		}
 	}()
+	if err := n.startTracing(ctx); err != nil {
+		return err
+	}
 	if err := n.startAdmin(); err != nil {
 		return err
 	}
@@ -317,16 +333,16 @@ func (n *Node) connectUserFunction() error {
 			defer n.wg.Done()
 			_ = n.ufSrv.Serve(lis)
 		}()
-		conn, err := grpc.NewClient("passthrough:///inprocess",
+		conn, err := grpc.NewClient("passthrough:///inprocess", append(n.tr.UserFunctionDialOptions(entityStreams...),
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
+			grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			return err
 		}
 		n.uf = conn
 		return nil
 	}
-	conn, err := grpc.NewClient(n.cfg.UserFunction, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(n.cfg.UserFunction, append(n.tr.UserFunctionDialOptions(entityStreams...), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return fmt.Errorf("user function %s: %w", n.cfg.UserFunction, err)
 	}
@@ -399,7 +415,7 @@ func (n *Node) serve() error {
 	}
 	lim := frontdoor.Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
 	ing := frontdoor.NewIngress(n.cat, dispatcher{n}, lim)
-	n.conns.opts = peerDialOptions(ing.Limits(), n.dialCreds)
+	n.conns.opts = append(peerDialOptions(ing.Limits(), n.dialCreds), n.tr.DialOptions()...)
 	// Node-to-node forwarding has its own listener and server, never the public port: a client
 	// cannot reach kstate.v1.Node. Its limits leave room around a client's largest message.
 	peerOpts := []grpc.ServerOption{
@@ -410,7 +426,7 @@ func (n *Node) serve() error {
 	if n.peerCreds != nil {
 		peerOpts = append(peerOpts, grpc.Creds(n.peerCreds)) // mutual TLS (PeerTLSConfig)
 	}
-	n.peerSrv = grpc.NewServer(peerOpts...)
+	n.peerSrv = grpc.NewServer(append(peerOpts, n.tr.ServerOptions()...)...)
 	kstatev1.RegisterNodeServer(n.peerSrv, &nodeService{n: n})
 	n.wg.Add(1)
 	go func() {
@@ -419,7 +435,7 @@ func (n *Node) serve() error {
 			n.log.Error("peer server stopped", "error", err)
 		}
 	}()
-	n.srv = grpc.NewServer(append(ing.ServerOptions(), n.authServerOptions()...)...)
+	n.srv = grpc.NewServer(slices.Concat(ing.ServerOptions(), n.authServerOptions(), n.tr.ServerOptions())...)
 	n.health = health.NewServer()
 	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
@@ -529,6 +545,7 @@ func (n *Node) close() error {
 	if n.store != nil {
 		err = n.store.Close()
 	}
+	n.stopTracing()
 	return err
 }
 

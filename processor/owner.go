@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -62,6 +63,7 @@ type write struct {
 	prs  []partition.Record // recs as Pebble records (from admission), applied once committed
 	info core.Write         // info.Cmd is the command
 	done chan error         // buffered(1)
+	span trace.SpanContext  // the command's span (tracing), linked from its commit's
 }
 
 // doneNote tells the partition loop that an entity answered its running command; exited means
@@ -75,9 +77,11 @@ type doneNote struct {
 // txnWork is a transaction for the committer: the core's id and the records of its writes, for
 // Kafka and, in the same order, for Pebble.
 type txnWork struct {
-	id   uint64
-	recs []broker.Record
-	prs  []partition.Record
+	id    uint64
+	recs  []broker.Record
+	prs   []partition.Record
+	cmds  int
+	links []trace.Link // to the sampled spans of its commands (tracing)
 }
 
 type commitOutcome struct {
@@ -426,7 +430,9 @@ func (o *owner) run() {
 		defer o.wg.Done()
 		for t := range commitReq {
 			start := time.Now()
+			span := o.n.tr.StartCommit(o.p, t.cmds, len(t.recs), t.links)
 			out, err := o.commit(t.recs, t.prs)
+			span.EndCommit(outcomeLabel(out), err)
 			o.partMetrics().TxnFinished(outcomeLabel(out), time.Since(start))
 			commitDone <- commitOutcome{id: t.id, out: out, err: err}
 		}
@@ -574,10 +580,11 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 		}
 	}
 	if rd.Txn != nil {
-		t := txnWork{id: rd.Txn.ID}
+		t := txnWork{id: rd.Txn.ID, cmds: len(rd.Txn.Cmds)}
 		for _, id := range rd.Txn.Cmds {
 			t.recs = append(t.recs, o.pending[id].recs...)
 			t.prs = append(t.prs, o.pending[id].prs...)
+			t.links = o.n.tr.Link(t.links, o.pending[id].span)
 		}
 		o.partMetrics().TxnStarted(len(rd.Txn.Cmds), len(t.recs))
 		commitReq <- t // the committer is idle: the core runs one transaction at a time
@@ -588,9 +595,10 @@ func (o *owner) apply(rd core.Ready, commitReq chan<- txnWork) {
 // covered by the lease, or refused. The records are validated as restore validates them and
 // sized first, so nothing invalid or oversize reaches a transaction.
 func (o *owner) persist(r *request, recs []broker.Record) error {
+	o.n.traceRecords(r.ctx, recs)
 	info, prs := o.n.admit(recs)
 	info.Cmd = r.id
-	w := &write{recs: recs, prs: prs, info: info, done: make(chan error, 1)}
+	w := &write{recs: recs, prs: prs, info: info, done: make(chan error, 1), span: o.n.tr.SpanContext(r.ctx)}
 	select {
 	case o.writes <- w:
 	case <-o.ctx.Done():

@@ -63,7 +63,7 @@ func (n *Node) stream(ctx context.Context, m *catalog.Method, s frontdoor.Comman
 // A stale owner map is refreshed and the command retried within the caller's deadline: always
 // when it never ran, and also when its outcome is unknown if it carries an idempotency key (key),
 // since the owner then answers a second attempt with the first one's outcome.
-func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) result {
+func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) (res result) {
 	if _, ok := ctx.Deadline(); !ok {
 		// Every call to the user function has a deadline, also when the client set none.
 		var cancel context.CancelFunc
@@ -79,10 +79,15 @@ func (n *Node) invoke(ctx context.Context, m *catalog.Method, entityID string, p
 		return n.crdt.unary(ctx, m, entityID, payload, md)
 	}
 	p := broker.Partition([]byte(entityID), n.cfg.Broker.Partitions)
+	ctx, span := n.tr.StartRoute(ctx, m.Service.Name, m.Name, entityID, p)
+	attempts := 0
+	defer func() { span.Attempts(attempts); endSpan(span, res.err) }()
 	backoff := 5 * time.Millisecond
 	var lastErr error
 	for {
-		res, neverRan := n.tryOnce(ctx, p, m, entityID, payload, md, key)
+		attempts++
+		var neverRan bool
+		res, neverRan = n.tryOnce(ctx, p, m, entityID, payload, md, key)
 		if !mayRetry(res.err, neverRan, key != "") {
 			return res
 		}
@@ -121,6 +126,7 @@ func mayRetry(err error, neverRan, keyed bool) bool {
 func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) (result, bool) {
 	if o := n.localOwner(p); o != nil {
 		n.met.Routed(metrics.RouteLocal)
+		n.tr.Routed(ctx, metrics.RouteLocal)
 		res := n.runLocal(ctx, o, m, entityID, payload, md, key)
 		return res, errors.Is(res.err, catalog.ErrNotOwner)
 	}
@@ -135,6 +141,7 @@ func (n *Node) tryOnce(ctx context.Context, p int32, m *catalog.Method, entityID
 	}
 	var trailer metadata.MD
 	n.met.Routed(metrics.RouteForwarded)
+	n.tr.Routed(ctx, metrics.RouteForwarded)
 	resp, err := kstatev1.NewNodeClient(cc).Forward(ctx, &kstatev1.ForwardRequest{
 		Service:        m.Service.Name,
 		Method:         m.Name,
@@ -217,8 +224,10 @@ func (n *Node) localOwner(p int32) *owner {
 }
 
 // runLocal submits a command to a local partition and waits for its outcome or the deadline.
-func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) result {
+func (n *Node) runLocal(ctx context.Context, o *owner, m *catalog.Method, entityID string, payload []byte, md *cloudstatepb.Metadata, key string) (res result) {
 	start := time.Now()
+	ctx, span := n.tr.StartCommand(ctx, m.Service.Name, m.Name, entityID, o.p)
+	defer func() { endSpan(span, res.err) }()
 	r := &request{ctx: ctx, method: m, entityID: entityID, payload: payload, md: md, key: key, done: make(chan result, 1)}
 	n.mu.Lock()
 	if n.local[o.p] != o {
@@ -381,7 +390,7 @@ func (n *Node) sideEffects(ctx context.Context, effects []*cloudstatepb.SideEffe
 		go func() {
 			defer func() { <-n.background }()
 			defer n.wg.Done()
-			ctx, cancel := context.WithTimeout(n.ctx, defaultRouteTimeout)
+			ctx, cancel := context.WithTimeout(n.tr.Follow(n.ctx, ctx), defaultRouteTimeout)
 			defer cancel()
 			run(ctx)
 		}()

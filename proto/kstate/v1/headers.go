@@ -36,6 +36,17 @@ const (
 	HeaderDeadLetterPartition = "kstate-dlq-partition"
 	HeaderDeadLetterOffset    = "kstate-dlq-offset"
 	HeaderDeadLetterReason    = "kstate-dlq-reason"
+
+	// HeaderTraceParent is the W3C trace context (https://www.w3.org/TR/trace-context/) of the
+	// command that wrote the record, e.g. "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01":
+	// a consumer of the journal continues the command's trace from it. Set on every record a
+	// command writes (events, snapshots, state, idempotency outcomes) while the node traces; absent
+	// otherwise. Restore ignores it.
+	HeaderTraceParent = "traceparent"
+
+	// HeaderTraceState is the W3C tracestate that goes with HeaderTraceParent, when the trace has
+	// one.
+	HeaderTraceState = "tracestate"
 )
 
 // Request headers kstate reads.
