@@ -32,6 +32,11 @@ var exclusive = map[string]string{
 	"github.com/cockroachdb/pebble": "partition",
 	"github.com/twmb/franz-go":      "broker",
 	"github.com/IBM/sarama":         "broker",
+	// The OpenTelemetry SDK, exporters and gRPC instrumentation are the node's (its tracing);
+	// other packages use the API (go.opentelemetry.io/otel/trace) at most.
+	"go.opentelemetry.io/otel/sdk":       "processor",
+	"go.opentelemetry.io/otel/exporters": "processor",
+	"go.opentelemetry.io/contrib":        "processor",
 }
 
 type pkg struct {
@@ -123,15 +128,16 @@ func TestPackageGraph(t *testing.T) {
 
 // layers lists, per package inside processor/, the other processor packages it may import
 // directly, so the runtime's concepts stay one-way: runtime (processor) → front door → catalog →
-// core; metrics (the node's Prometheus metrics) is a leaf. Tests may also import proctest, the
+// core; metrics (the node's Prometheus metrics) and tracing (its OpenTelemetry spans) are leaves. Tests may also import proctest, the
 // shared test helpers. A processor package not listed fails the test, so a new one must take its
 // place here.
 var layers = map[string][]string{
-	mod + "/processor":                    {"frontdoor", "catalog", "core", "metrics", "proctest"},
+	mod + "/processor":                    {"frontdoor", "catalog", "core", "metrics", "tracing", "proctest"},
 	mod + "/processor/internal/frontdoor": {"catalog", "proctest"},
 	mod + "/processor/internal/catalog":   {"core", "proctest"},
 	mod + "/processor/internal/core":      {},
 	mod + "/processor/internal/metrics":   {},
+	mod + "/processor/internal/tracing":   {},
 	mod + "/processor/internal/proctest":  {},
 }
 
