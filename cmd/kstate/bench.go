@@ -34,6 +34,7 @@ const benchModeHelp = `modes:
              kstate's per-partition transactions and group commit (the floor to compare with)
   es         event-sourced shopping cart AddItem, Go entity in the node's process
   es-idem    es with a fresh idempotency key on every command (the cost of remembering outcomes)
+  es-traced  es with OpenTelemetry tracing on (OTEL_* variables, OTLP/HTTP to a sink in the bench, 1% sampled)
   es-remote  es with the entity in a separate user-function process
   value      value-entity cart AddItem (in-process)
   action     CartValidator/AddItem, an action that forwards to the event-sourced cart

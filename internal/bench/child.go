@@ -19,8 +19,9 @@ type child struct {
 	err     error // valid after exited is closed
 }
 
-// spawn starts `exe args...` as child name, its stdout and stderr in <dir>/<name>.log.
-func (h *harness) spawn(name string, args ...string) (*child, error) {
+// spawn starts `exe args...` as child name, its stdout and stderr in <dir>/<name>.log. env, if
+// set, is added to the bench's own environment (a later entry wins).
+func (h *harness) spawn(name string, env []string, args ...string) (*child, error) {
 	logPath := filepath.Join(h.dir, name+".log")
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -28,6 +29,9 @@ func (h *harness) spawn(name string, args ...string) (*child, error) {
 	}
 	cmd := exec.Command(h.exe, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = ChildAttr()
 	if err := cmd.Start(); err != nil {
 		lf.Close()

@@ -106,6 +106,8 @@ type Result struct {
 	// VsBareRuns holds each round's ratio to the bare run of the same round; VsBare is then
 	// their median (the lower middle one for an even count).
 	VsBareRuns []float64 `json:"vs_bare_runs,omitempty"`
+	// Spans are the spans the node exported by the end of the measured window (es-traced).
+	Spans int64 `json:"spans_exported,omitempty"`
 }
 
 // Median returns the run with the median throughput (the lower one of the middle two for an
@@ -286,6 +288,9 @@ func (r *Report) checkTargets() []Target {
 		}
 		if x, ok := r.result(b, "es-idem"); ok && okES && es.PerSecond > 0 {
 			add("idempotency key on every command vs event-sourced throughput", "≥ 0.90×", fmt.Sprintf("%.3f×", x.PerSecond/es.PerSecond), x.PerSecond >= 0.9*es.PerSecond)
+		}
+		if x, ok := r.result(b, "es-traced"); ok && okES && es.PerSecond > 0 {
+			add("tracing on, 1% sampled, vs event-sourced throughput", "≥ 0.95×", fmt.Sprintf("%.3f×", x.PerSecond/es.PerSecond), x.PerSecond >= 0.95*es.PerSecond)
 		}
 		if x, ok := r.result(b, "es-remote"); ok && x.VsBare > 0 {
 			add("remote user function vs bare reference", "≥ 0.50×", fmt.Sprintf("%.3f×", x.VsBare), x.VsBare >= 0.5)

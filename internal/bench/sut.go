@@ -20,9 +20,11 @@ type sut struct {
 	brokers  []string
 	broker   *child // the embedded broker, when started here
 	ns, app  string
-	servers  []*child // processes whose CPU and memory are the server side
-	children []*child // every process started, stopped in reverse order
-	addr     string   // the entry point for clients
+	servers  []*child  // processes whose CPU and memory are the server side
+	children []*child  // every process started, stopped in reverse order
+	addr     string    // the entry point for clients
+	env      []string  // added to the environment of the children started from now on
+	sink     *otlpSink // es-traced: where the node exports its spans
 }
 
 // newSUT prepares a system for mode: a fresh embedded broker, or a fresh namespace on the
@@ -59,7 +61,7 @@ func (h *harness) newSUT(ctx context.Context, mode string) (*sut, error) {
 
 // start spawns a child of the system (named after the system's folder).
 func (s *sut) start(name string, args ...string) (*child, error) {
-	c, err := s.h.spawn(filepath.Base(s.dir)+"-"+name, args...)
+	c, err := s.h.spawn(filepath.Base(s.dir)+"-"+name, s.env, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +172,9 @@ func (s *sut) close() {
 			s.h.logf("%v", err)
 		}
 	}
+	if s.sink != nil {
+		s.sink.close()
+	}
 }
 
 // waitDial waits until addr accepts TCP connections (or c exits).
@@ -274,6 +279,14 @@ func (s *sut) startSystem(ctx context.Context, mode, debugAddr string) error {
 			return uerr
 		}
 		node, s.addr, err = s.startNode("node", debugAddr, "--user-function", uf)
+	case "es-traced":
+		// es with tracing on as an operator turns it on: the OTEL_* variables, OTLP/HTTP to a
+		// collector (the sink), 1% of the traces sampled.
+		if s.sink, err = startOTLPSink(); err != nil {
+			return err
+		}
+		s.env = s.sink.env()
+		node, s.addr, err = s.startNode("node", debugAddr, "--example", "shoppingcart")
 	case "value":
 		node, s.addr, err = s.startNode("node", debugAddr, "--example", "valuecart")
 	case "action":

@@ -87,6 +87,10 @@ func (h *harness) runThroughput(ctx context.Context, mode string) (Result, error
 			res.BrokerRSS = b.RSS
 		}
 	}
+	if s.sink != nil {
+		res.Spans = s.sink.spans.Load()
+		h.logf("%s: the node exported %d spans in %d OTLP requests so far (sampling %s)", mode, res.Spans, s.sink.requests.Load(), TraceSampleRatio)
+	}
 	if res.RecordsPerTxn, err = s.recordsPerTxn(ctx, mode); err != nil {
 		h.logf("%s: counting transactions: %v", mode, err)
 	}
