@@ -44,3 +44,22 @@ func TestOTLPSink(t *testing.T) {
 		t.Fatalf("env %v does not sample at %s", s.env(), TraceSampleRatio)
 	}
 }
+
+// TestTracingTarget: es-traced is judged against es round by round.
+func TestTracingTarget(t *testing.T) {
+	r := Report{Results: []Result{
+		{Mode: "es", Broker: "b", PerSecond: 4000, Runs: []float64{3000, 4000, 5000}},
+		// The median runs differ by 10% (3,600 vs 4,000), but every round by 3% or less.
+		{Mode: "es-traced", Broker: "b", PerSecond: 3600, Runs: []float64{2950, 3900, 3600}},
+	}}
+	r.Finish()
+	for _, x := range r.Targets {
+		if strings.HasPrefix(x.Name, "tracing on") {
+			if !x.Met || x.Measured != "0.975×" {
+				t.Fatalf("target %+v, want met at 0.975× (median of 0.983, 0.975, 0.72)", x)
+			}
+			return
+		}
+	}
+	t.Fatalf("no tracing target in %+v", r.Targets)
+}

@@ -32,6 +32,9 @@ type Env struct {
 	// Sampler is OTEL_TRACES_SAMPLER's sampler (parentbased_always_on when unset), wrapped so
 	// that a commit is recorded whenever a command it carries is (LinkSampler).
 	Sampler sdktrace.Sampler
+	// ParentBased is true when the sampler is one of the parentbased_ ones (and the default):
+	// it never samples a span whose parent is not sampled.
+	ParentBased bool
 	// EntityIDs is KSTATE_TRACE_ENTITY_IDS: put entity ids on kstate's spans.
 	EntityIDs bool
 }
@@ -76,10 +79,12 @@ func ParseEnv(getenv func(string) string) (Env, error) {
 	default:
 		return env, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%s: kstate exports over %s or %s", env.Protocol, ProtocolGRPC, ProtocolHTTP)
 	}
-	s, err := ParseSampler(get("OTEL_TRACES_SAMPLER"), get("OTEL_TRACES_SAMPLER_ARG"))
+	name := strings.ToLower(get("OTEL_TRACES_SAMPLER"))
+	s, err := ParseSampler(name, get("OTEL_TRACES_SAMPLER_ARG"))
 	if err != nil {
 		return env, err
 	}
+	env.ParentBased = name == "" || strings.HasPrefix(name, "parentbased_")
 	env.Sampler = LinkSampler(s)
 	env.Enabled = true
 	return env, nil
@@ -196,7 +201,7 @@ func StartEnv(ctx context.Context, env Env, res Resource) (*Tracing, error) {
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithSampler(env.Sampler),
 		sdktrace.WithResource(r))
-	t := New(tp, Options{EntityIDs: env.EntityIDs})
+	t := New(tp, Options{EntityIDs: env.EntityIDs, ParentBased: env.ParentBased})
 	t.owned = tp
 	return t, nil
 }

@@ -40,16 +40,16 @@ const (
 
 // Attribute keys of kstate's spans.
 const (
-	AttrService        = attribute.Key("kstate.service")
-	AttrMethod         = attribute.Key("kstate.method")
-	AttrPartition      = attribute.Key("kstate.partition")
-	AttrRoute          = attribute.Key("kstate.route")
-	AttrAttempts       = attribute.Key("kstate.route.attempts")
-	AttrEntityID       = attribute.Key("kstate.entity.id")
-	AttrCommitRecords  = attribute.Key("kstate.commit.records")
-	AttrCommitCommands = attribute.Key("kstate.commit.commands")
-	AttrCommitOutcome  = attribute.Key("kstate.commit.outcome")
-	AttrCode           = attribute.Key("rpc.response.status_code")
+	AttrService        = attribute.Key("kstate.service")           // the command's service, from the catalog
+	AttrMethod         = attribute.Key("kstate.method")            // the command's method name
+	AttrPartition      = attribute.Key("kstate.partition")         // the entity's (or commit's) partition
+	AttrRoute          = attribute.Key("kstate.route")             // local or forwarded (metrics.Route*)
+	AttrAttempts       = attribute.Key("kstate.route.attempts")    // routing attempts, retries included
+	AttrEntityID       = attribute.Key("kstate.entity.id")         // only with Options.EntityIDs
+	AttrCommitRecords  = attribute.Key("kstate.commit.records")    // records in the transaction
+	AttrCommitCommands = attribute.Key("kstate.commit.commands")   // commands whose writes it holds
+	AttrCommitOutcome  = attribute.Key("kstate.commit.outcome")    // metrics.Outcome*
+	AttrCode           = attribute.Key("rpc.response.status_code") // the caller's gRPC code, as otelgrpc writes it
 )
 
 // W3C trace context keys: HTTP headers, gRPC metadata, Kafka record headers and Cloudstate
@@ -64,6 +64,11 @@ type Options struct {
 	// EntityIDs puts entity ids on kstate's spans (kstate.entity.id). Off by default: ids are
 	// often personal data, and spans leave for a tracing backend.
 	EntityIDs bool
+	// ParentBased says the provider's sampler never samples a child of an unsampled span (the
+	// parentbased_ samplers, with their defaults). kstate then starts none of its own spans in an
+	// unsampled trace: its records and metadata carry the unsampled parent's context instead,
+	// which says as much (the trace id, not sampled) at a fraction of the cost.
+	ParentBased bool
 }
 
 // Tracing is one node's tracing.
@@ -73,6 +78,7 @@ type Tracing struct {
 	prop      propagation.TextMapPropagator // gRPC: tracecontext and baggage
 	records   propagation.TraceContext      // Kafka records and Cloudstate metadata: no baggage
 	entityIDs bool
+	skip      bool                     // Options.ParentBased
 	owned     *sdktrace.TracerProvider // built by StartEnv: flushed and shut down by Shutdown
 }
 
@@ -89,6 +95,7 @@ func New(tp trace.TracerProvider, o Options) *Tracing {
 		},
 		prop:      prop,
 		entityIDs: o.EntityIDs,
+		skip:      o.ParentBased,
 	}
 }
 
@@ -142,14 +149,19 @@ type Span struct {
 	s trace.Span
 }
 
+// start starts a span of kstate's, or none (nil) when the trace is not sampled and the sampler
+// would not sample the span either (Options.ParentBased).
 func (t *Tracing) start(ctx context.Context, name string, kind trace.SpanKind) (context.Context, *Span) {
+	if sc := trace.SpanContextFromContext(ctx); t.skip && sc.IsValid() && !sc.IsSampled() {
+		return ctx, nil
+	}
 	ctx, s := t.tracer.Start(ctx, name, trace.WithSpanKind(kind))
 	return ctx, &Span{s}
 }
 
 // command sets the attributes every span of one command has.
 func (t *Tracing) command(s *Span, service, method, entityID string, p int32) {
-	if !s.s.IsRecording() {
+	if s == nil || !s.s.IsRecording() {
 		return
 	}
 	s.s.SetAttributes(AttrService.String(service), AttrPartition.Int(int(p)))
@@ -208,9 +220,10 @@ func (t *Tracing) StartActivation(ctx context.Context, service, entityID string,
 
 // StartCommit starts the span of a transaction of partition p holding records of commands. It
 // is a new root: it links to the commands (links, from Link), since one transaction serves many
-// commands of many traces.
+// commands of many traces. A transaction none of whose commands is sampled gets no span (the
+// commit metrics cover it).
 func (t *Tracing) StartCommit(p int32, commands, records int, links []trace.Link) *Span {
-	if t == nil {
+	if t == nil || len(links) == 0 {
 		return nil
 	}
 	_, s := t.tracer.Start(context.Background(), SpanCommit, trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(links...))
@@ -221,8 +234,8 @@ func (t *Tracing) StartCommit(p int32, commands, records int, links []trace.Link
 	return &Span{s}
 }
 
-// Link appends to links the span of a command in ctx, if it is sampled: a link to a span that is
-// never exported leads nowhere.
+// Link appends to links a link to a command's span sc (from SpanContext) if it is sampled: a link
+// to a span that is never exported leads nowhere.
 func (t *Tracing) Link(links []trace.Link, sc trace.SpanContext) []trace.Link {
 	if t == nil || !sc.IsSampled() {
 		return links
@@ -245,7 +258,7 @@ func (s *Span) End(code grpccodes.Code, err error) {
 		return
 	}
 	if s.s.IsRecording() {
-		s.s.SetAttributes(AttrCode.String(code.String()))
+		s.s.SetAttributes(AttrCode.String(canonical(code)))
 		if code != grpccodes.OK && err != nil {
 			s.s.SetStatus(codes.Error, err.Error())
 		}
@@ -345,3 +358,15 @@ func (c *pair) Set(k, v string) {
 }
 
 func (c *pair) Keys() []string { return []string{TraceParent, TraceState} }
+
+// codeNames are the gRPC codes as OpenTelemetry's RPC conventions (and otelgrpc) write them.
+var codeNames = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+	"UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+
+func canonical(c grpccodes.Code) string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return c.String()
+}

@@ -31,17 +31,20 @@ func TestParseEnv(t *testing.T) {
 		protocol string
 		sampler  string // a substring of the sampler's description
 		ids      bool
+		parent   bool // a parentbased_ sampler
 		err      string
 	}{
 		{name: "nothing set: off", env: env()},
-		{name: "endpoint: on, http/protobuf, parentbased_always_on", env: env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+		{name: "endpoint: on, http/protobuf, parentbased_always_on", env: env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), parent: true,
 			enabled: true, protocol: ProtocolHTTP, sampler: "ParentBased{root:AlwaysOnSampler"},
-		{name: "traces endpoint", env: env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces"), enabled: true, protocol: ProtocolHTTP},
+		{name: "traces endpoint", env: env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces"), enabled: true, protocol: ProtocolHTTP, parent: true},
+		{name: "a ratio that ignores the parent", env: env("OTEL_TRACES_EXPORTER", "otlp", "OTEL_TRACES_SAMPLER", "traceidratio", "OTEL_TRACES_SAMPLER_ARG", "0.5"),
+			enabled: true, protocol: ProtocolHTTP, sampler: "TraceIDRatioBased{0.5}"},
 		{name: "exporter otlp over grpc, 1%", env: env("OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
 			"OTEL_TRACES_SAMPLER", "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG", "0.01"),
-			enabled: true, protocol: ProtocolGRPC, sampler: "TraceIDRatioBased{0.01}"},
+			enabled: true, protocol: ProtocolGRPC, sampler: "TraceIDRatioBased{0.01}", parent: true},
 		{name: "traces protocol wins", env: env("OTEL_TRACES_EXPORTER", "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
-			enabled: true, protocol: ProtocolHTTP},
+			enabled: true, protocol: ProtocolHTTP, parent: true},
 		{name: "exporter none beats an endpoint", env: env("OTEL_TRACES_EXPORTER", "none", "OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")},
 		{name: "sdk disabled", env: env("OTEL_SDK_DISABLED", "true", "OTEL_TRACES_EXPORTER", "otlp")},
 		{name: "entity ids", env: env("KSTATE_TRACE_ENTITY_IDS", "true"), ids: true},
@@ -62,7 +65,7 @@ func TestParseEnv(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Enabled != tc.enabled || got.Protocol != tc.protocol && tc.enabled || got.EntityIDs != tc.ids {
+			if got.Enabled != tc.enabled || got.Protocol != tc.protocol && tc.enabled || got.EntityIDs != tc.ids || got.ParentBased != tc.parent && tc.enabled {
 				t.Fatalf("got %+v, want enabled %v protocol %q entity ids %v", got, tc.enabled, tc.protocol, tc.ids)
 			}
 			if tc.enabled && !strings.Contains(got.Sampler.Description(), tc.sampler) {
@@ -72,8 +75,9 @@ func TestParseEnv(t *testing.T) {
 	}
 }
 
-// TestLinkSampler: a commit linked to a sampled command is sampled even when the ratio drops
-// every root; one linked to unsampled commands only is left to the base sampler.
+// TestLinkSampler: a commit linked to a sampled command is sampled even when the sampler drops
+// every root; one linked to unsampled spans only is left to the base sampler; a transaction with
+// no sampled command gets no span at all.
 func TestLinkSampler(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(LinkSampler(sdktrace.ParentBased(sdktrace.NeverSample()))))
@@ -86,10 +90,41 @@ func TestLinkSampler(t *testing.T) {
 		t.Fatalf("links %v, want only the sampled command", links)
 	}
 	tr.StartCommit(3, 2, 5, links).EndCommit("committed", nil)
-	tr.StartCommit(3, 1, 1, nil).EndCommit("committed", nil)
+	if s := tr.StartCommit(3, 1, 1, tr.Link(nil, unsampled)); s != nil {
+		t.Fatal("a commit span for a transaction with no sampled command")
+	}
+	_, s := tp.Tracer("t").Start(context.Background(), "linked to unsampled", trace.WithLinks(trace.Link{SpanContext: unsampled}))
+	s.End()
 	spans := exp.GetSpans()
-	if len(spans) != 1 || len(spans[0].Links) != 1 {
-		t.Fatalf("recorded %d commit spans (%v), want the linked one only", len(spans), spans)
+	if len(spans) != 1 || spans[0].Name != SpanCommit || len(spans[0].Links) != 1 {
+		t.Fatalf("recorded %v, want the linked commit only", spans)
+	}
+}
+
+// TestParentBasedSkip: with a parent-based sampler kstate starts no span of its own in an
+// unsampled trace; the context (and so the records' traceparent) stays the parent's.
+func TestParentBasedSkip(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	tr := New(tp, Options{ParentBased: true})
+	unsampled := trace.ContextWithRemoteSpanContext(context.Background(),
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{2}, SpanID: trace.SpanID{2}}))
+	ctx, s := tr.StartRoute(unsampled, "s", "m", "id", 0)
+	if s != nil || ctx != unsampled {
+		t.Fatal("a route span in an unsampled trace")
+	}
+	if tp, _ := tr.TraceContext(ctx); tp != "00-02000000000000000000000000000000-0200000000000000-00" {
+		t.Fatalf("traceparent %q, want the unsampled parent's", tp)
+	}
+	sampled := trace.ContextWithRemoteSpanContext(context.Background(),
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled}))
+	_, s = tr.StartRoute(sampled, "s", "m", "id", 0)
+	s.End(0, nil)
+	_, s = tr.StartRoute(context.Background(), "s", "m", "id", 0) // a root: the sampler decides
+	s.End(0, nil)
+	if n := len(exp.GetSpans()); n != 2 {
+		t.Fatalf("%d spans, want the sampled trace's and the root's", n)
 	}
 }
 
