@@ -88,14 +88,13 @@ func (n *Node) stopTracing() {
 // traceRecords adds the W3C trace context of the command span in ctx to every record of a write,
 // so a consumer of the journal continues the command's trace. Restore ignores the headers.
 func (n *Node) traceRecords(ctx context.Context, recs []broker.Record) {
-	tp, ts := n.tr.TraceContext(ctx)
-	if tp == "" {
+	parent, state := n.tr.HeaderValues(ctx) // shared by the records: header values are read only
+	if parent == nil {
 		return
 	}
-	parent, state := []byte(tp), []byte(ts) // shared by the records: header values are read only
 	for i := range recs {
 		recs[i].Headers = append(recs[i].Headers, broker.Header{Key: kstatev1.HeaderTraceParent, Value: parent})
-		if ts != "" {
+		if state != nil {
 			recs[i].Headers = append(recs[i].Headers, broker.Header{Key: kstatev1.HeaderTraceState, Value: state})
 		}
 	}

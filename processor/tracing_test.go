@@ -489,3 +489,81 @@ func TestTracingUserFunctionMetadata(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTracingCommand compares a command's cost (time and allocations, node and client in
+// one process, on kfake) with tracing off and on as an operator turns it on: OTLP/HTTP to a
+// collector stand-in that discards, OTEL_TRACES_SAMPLER=parentbased_traceidratio, 1%.
+func BenchmarkTracingCommand(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts func(b *testing.B) []Option
+	}{
+		{"off", func(*testing.B) []Option { return nil }},
+		{"on-1pct", func(b *testing.B) []Option {
+			sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.WriteHeader(http.StatusOK)
+			}))
+			b.Cleanup(sink.Close)
+			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.URL)
+			b.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+			b.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+			return nil
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			brokers := kafkatest.Kfake(b)
+			n := benchNode(b, brokers, kafkatest.Unique(b, "trace-bench"), tc.opts(b)...)
+			cc, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cc.Close()
+			client := testpb.NewEventSourcedTestClient(cc)
+			var seq atomic.Int64
+			b.SetParallelism(16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					_, err := client.Process(ctx, &testpb.Request{Id: "b" + strconv.Itoa(int(seq.Add(1)%1000)), Payload: "x"})
+					cancel()
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// benchNode is tracedNode for benchmarks.
+func benchNode(b *testing.B, brokers []string, app string, opts ...Option) *Node {
+	cfg := DefaultConfig()
+	cfg.NodeID = fmt.Sprintf("bench-%s-%d", app, nodeCounter.Add(1))
+	cfg.DataDir = b.TempDir()
+	cfg.ListenAddr = "127.0.0.1:0"
+	cfg.Broker.Brokers = brokers
+	cfg.Broker.App = app
+	cfg.Broker.Partitions = 4
+	n, err := New(cfg, append([]Option{WithEntities(inprocEntities()...)}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for ownedCount(n) != 4 {
+		if time.Now().After(deadline) {
+			b.Fatal("node does not serve within 30s")
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval of a bounded wait
+	}
+	return n
+}

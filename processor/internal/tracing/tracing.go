@@ -12,6 +12,7 @@ package tracing
 
 import (
 	"context"
+	"encoding/hex"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -76,7 +77,6 @@ type Tracing struct {
 	tracer    trace.Tracer
 	grpcOpts  []otelgrpc.Option
 	prop      propagation.TextMapPropagator // gRPC: tracecontext and baggage
-	records   propagation.TraceContext      // Kafka records and Cloudstate metadata: no baggage
 	entityIDs bool
 	skip      bool                     // Options.ParentBased
 	owned     *sdktrace.TracerProvider // built by StartEnv: flushed and shut down by Shutdown
@@ -294,9 +294,41 @@ func (t *Tracing) TraceContext(ctx context.Context) (traceparent, tracestate str
 	if t == nil {
 		return "", ""
 	}
-	var c pair
-	t.records.Inject(ctx, &c)
-	return c.parent, c.state
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return "", ""
+	}
+	return string(appendTraceParent(make([]byte, 0, traceParentLen), sc)), sc.TraceState().String()
+}
+
+// HeaderValues are TraceContext as the values of Kafka record headers (nil when there is none).
+func (t *Tracing) HeaderValues(ctx context.Context) (traceparent, tracestate []byte) {
+	if t == nil {
+		return nil, nil
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return nil, nil
+	}
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		tracestate = []byte(ts.String())
+	}
+	return appendTraceParent(make([]byte, 0, traceParentLen), sc), tracestate
+}
+
+// traceParentLen is the length of a version 00 traceparent.
+const traceParentLen = len("00-") + 32 + len("-") + 16 + len("-00")
+
+// appendTraceParent appends sc's W3C traceparent, version 00, as propagation.TraceContext writes
+// it (in one allocation rather than its several: this runs for every command).
+func appendTraceParent(b []byte, sc trace.SpanContext) []byte {
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = append(b, "00-"...)
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '-')
+	return hex.AppendEncode(b, []byte{byte(sc.TraceFlags() & trace.FlagsSampled)})
 }
 
 // Extract returns ctx with the remote span context of a W3C traceparent and tracestate (the

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -139,6 +140,9 @@ func TestOffCostsNothing(t *testing.T) {
 		tr.Routed(c, "local")
 		c, cmd := tr.StartCommand(c, "s", "m", "id", 1)
 		tr.StartActivation(c, "s", "id", 1).End(0, nil)
+		if hp, _ := tr.HeaderValues(c); hp != nil {
+			t.Fatal("a traceparent header with tracing off")
+		}
 		if tp, _ := tr.TraceContext(c); tp != "" {
 			t.Fatal("a traceparent with tracing off")
 		}
@@ -190,5 +194,30 @@ func TestMetadata(t *testing.T) {
 	sc := trace.SpanContextFromContext(Extract(context.Background(), want, ""))
 	if sc.SpanID() != trace.SpanContextFromContext(ctx).SpanID() {
 		t.Fatalf("traceparent %s does not name the span", want)
+	}
+}
+
+// TestTraceParentFormat: kstate's traceparent is the W3C propagator's, byte for byte.
+func TestTraceParentFormat(t *testing.T) {
+	tr := New(sdktrace.NewTracerProvider(), Options{})
+	ts, err := trace.ParseTraceState("a=1,b=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []trace.SpanContext{
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0xab, 1}, SpanID: trace.SpanID{0xcd, 2}, TraceFlags: trace.FlagsSampled}),
+		trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0xff, 15: 1}, SpanID: trace.SpanID{7: 9}, TraceState: ts}),
+	} {
+		ctx := trace.ContextWithSpanContext(context.Background(), sc)
+		want := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, want)
+		tp, state := tr.TraceContext(ctx)
+		hp, hs := tr.HeaderValues(ctx)
+		if tp != want["traceparent"] || state != want["tracestate"] || string(hp) != tp || string(hs) != state {
+			t.Errorf("traceparent %q %q, headers %q %q; want %q %q", tp, state, hp, hs, want["traceparent"], want["tracestate"])
+		}
+	}
+	if hp, hs := tr.HeaderValues(context.Background()); hp != nil || hs != nil {
+		t.Error("header values without a span")
 	}
 }
