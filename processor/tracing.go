@@ -92,11 +92,20 @@ func (n *Node) traceRecords(ctx context.Context, recs []broker.Record) {
 	if parent == nil {
 		return
 	}
+	add := []broker.Header{{Key: kstatev1.HeaderTraceParent, Value: parent}, {Key: kstatev1.HeaderTraceState, Value: state}}
+	if state == nil {
+		add = add[:1]
+	}
+	// The records' new header lists share one array (each capped at its own end).
+	total := 0
 	for i := range recs {
-		recs[i].Headers = append(recs[i].Headers, broker.Header{Key: kstatev1.HeaderTraceParent, Value: parent})
-		if state != nil {
-			recs[i].Headers = append(recs[i].Headers, broker.Header{Key: kstatev1.HeaderTraceState, Value: state})
-		}
+		total += len(recs[i].Headers) + len(add)
+	}
+	all := make([]broker.Header, 0, total)
+	for i := range recs {
+		from := len(all)
+		all = append(append(all, recs[i].Headers...), add...)
+		recs[i].Headers = all[from:len(all):len(all)]
 	}
 }
 

@@ -341,21 +341,43 @@ func Extract(ctx context.Context, traceparent, tracestate string) context.Contex
 // client sent, for a command on an entity's stream to the user function; md itself is not
 // changed. With tracing off, or no valid span, it returns md.
 func (t *Tracing) Metadata(ctx context.Context, md *cloudstatepb.Metadata) *cloudstatepb.Metadata {
-	tp, ts := t.TraceContext(ctx)
-	if tp == "" {
+	if t == nil {
 		return md
 	}
-	out := &cloudstatepb.Metadata{Entries: make([]*cloudstatepb.MetadataEntry, 0, len(md.GetEntries())+2)}
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return md
+	}
+	// One allocation for the metadata, its two entries and (usually) its entry list: this runs
+	// for every command.
+	c := new(commandMetadata)
+	c.md.Entries = c.list[:0]
+	if n := len(md.GetEntries()) + 2; n > len(c.list) {
+		c.md.Entries = make([]*cloudstatepb.MetadataEntry, 0, n)
+	}
 	for _, e := range md.GetEntries() {
 		if k := e.GetKey(); k != TraceParent && k != TraceState {
-			out.Entries = append(out.Entries, e)
+			c.md.Entries = append(c.md.Entries, e)
 		}
 	}
-	out.Entries = append(out.Entries, &cloudstatepb.MetadataEntry{Key: TraceParent, Value: &cloudstatepb.MetadataEntry_StringValue{StringValue: tp}})
-	if ts != "" {
-		out.Entries = append(out.Entries, &cloudstatepb.MetadataEntry{Key: TraceState, Value: &cloudstatepb.MetadataEntry_StringValue{StringValue: ts}})
+	var buf [traceParentLen]byte
+	c.parentValue.StringValue = string(appendTraceParent(buf[:0], sc))
+	c.parent.Key, c.parent.Value = TraceParent, &c.parentValue
+	c.md.Entries = append(c.md.Entries, &c.parent)
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		c.stateValue.StringValue = ts.String()
+		c.state.Key, c.state.Value = TraceState, &c.stateValue
+		c.md.Entries = append(c.md.Entries, &c.state)
 	}
-	return out
+	return &c.md
+}
+
+// commandMetadata is a command's rewritten metadata in one allocation (Metadata).
+type commandMetadata struct {
+	md                      cloudstatepb.Metadata
+	parent, state           cloudstatepb.MetadataEntry
+	parentValue, stateValue cloudstatepb.MetadataEntry_StringValue
+	list                    [6]*cloudstatepb.MetadataEntry
 }
 
 // Follow returns base (the node's lifetime) with ctx's span as its parent, for work that
