@@ -181,3 +181,14 @@ func TestListenConflictNamesFlag(t *testing.T) {
 		t.Errorf("the conflict took %v to report", d)
 	}
 }
+
+// TestReadiness: a serving node reports every assigned partition restored, and no restore left.
+func TestReadiness(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	uf := startFakeUF(t, esEntities(0)...)
+	n, _ := testNode(t, brokers, "readiness", uf.addr)
+	r := n.Readiness()
+	if !r.Serving || !r.Joined || r.UserFunctionDown || r.Assigned != 4 || r.Restored != 4 || len(r.Restoring) != 0 {
+		t.Fatalf("Readiness of a serving node = %+v", r)
+	}
+}

@@ -130,6 +130,8 @@ type Node struct {
 	restored map[int32]bool     // assigned partitions whose restore has finished
 	joined   bool               // the group has assigned this node at least once
 	ufDown   bool               // the user function is unreachable (health.go)
+	// progress is the latest restore of each partition (readiness.go); under mu.
+	progress map[int32]*restoreState
 }
 
 // partSup supervises one assigned partition: acquire, run, reacquire after an indefinite commit.

@@ -329,7 +329,7 @@ func (o *owner) restore(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	ends, err := broker.ReadToEndProgress(ctx, o.n.cfg.Broker, parts, o.partMetrics().RestoreProgress, func(r broker.Record) error {
+	ends, err := broker.ReadToEndProgress(ctx, o.n.cfg.Broker, parts, o.restoreProgress, func(r broker.Record) error {
 		pr, ok := o.n.toPartitionRecord(r)
 		if ok {
 			batch = append(batch, pr)

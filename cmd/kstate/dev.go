@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -55,9 +56,17 @@ func runDev(ctx context.Context, o *devOpts, lo *logOpts, out io.Writer) error {
 	if _, _, err := o.node.config(nil, filepath.Join(o.node.dataDir, "node"), log); err != nil {
 		return err
 	}
+	if err := checkPorts(append(o.node.ports(), portFlag{"kafka-addr", o.kafkaAddr})...); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(o.node.dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir %s: %w", o.node.dataDir, err)
 	}
+	release, err := lockDataDir(o.node.dataDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	emb, err := broker.StartEmbedded(broker.EmbeddedConfig{
 		DataDir: filepath.Join(o.node.dataDir, "kafka"),
 		Addr:    o.kafkaAddr,
@@ -72,7 +81,57 @@ func runDev(ctx context.Context, o *devOpts, lo *logOpts, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return runNode(ctx, cfg, opts, func(n *processor.Node) { printBanner(out, n, emb.Addrs(), o) })
+	return runNode(ctx, cfg, opts, o.node.startTimeout, func(n *processor.Node) {
+		if waitServing(ctx, n, func(line string) { fmt.Fprintln(out, line) }) {
+			printBanner(out, n, emb.Addrs(), o)
+		}
+	})
+}
+
+// waitServing waits until n serves every partition it was assigned (what its health says), showing
+// what it waits for, at most once a second and only when that changed: the group, the user
+// function, the partitions still restoring with their progress. It returns false when ctx ends
+// first.
+func waitServing(ctx context.Context, n *processor.Node, show func(string)) bool {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	// The first line after a second: a node that serves at once shows none.
+	last, shown := "", time.Now()
+	for {
+		r := n.Readiness()
+		if r.Serving {
+			return true
+		}
+		if line := readinessLine(r); line != last && time.Since(shown) >= time.Second {
+			show(line)
+			last, shown = line, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+}
+
+// readinessLine says what a node that does not serve yet waits for.
+func readinessLine(r processor.Readiness) string {
+	switch {
+	case r.UserFunctionDown:
+		return "waiting for the user function (unreachable)"
+	case !r.Joined:
+		return "waiting for the group to assign partitions"
+	}
+	var done, total int64
+	for _, p := range r.Restoring {
+		done += p.Done
+		total += p.Total
+	}
+	line := fmt.Sprintf("restoring: %d of %d partitions serve", r.Restored, r.Assigned)
+	if total > 0 {
+		line += fmt.Sprintf(", %d of %d offsets read (%d%%)", done, total, done*100/total)
+	}
+	return line
 }
 
 func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/internal/testcert"
@@ -98,7 +101,31 @@ func startDev(t *testing.T, args ...string) *devRun {
 	if r.grpcAddr == "" || r.kafkaAddr == "" || r.metricsURL == "" {
 		t.Fatalf("no gRPC, Kafka or metrics address in the banner:\n%s", r.out.String())
 	}
+	// "up" means serving: health says so the moment the banner is out.
+	if strings.Contains(r.out.String(), "TLS") {
+		return r // healthOf speaks plaintext
+	}
+	if st := healthOf(t, r.grpcAddr); st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("kstate dev says it is up, but its health is %v:\n%s", st, r.out.String())
+	}
 	return r
+}
+
+// healthOf asks addr's gRPC health once.
+func healthOf(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health of %s: %v", addr, err)
+	}
+	return resp.GetStatus()
 }
 
 // stop cancels the run (as SIGINT would) and waits for a clean exit.
@@ -323,6 +350,65 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("kstate %v: %v", tc.args, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("kstate %v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestDevChecksBeforeStarting: a port in use or a data dir another kstate dev holds fails
+// `kstate dev` before its broker starts, naming the flag.
+func TestDevChecksBeforeStarting(t *testing.T) {
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	busy := hold.Addr().String()
+	locked := t.TempDir()
+	release, err := lockDataDir(locked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"listen", []string{"--listen", busy}, "--listen " + busy + ": bind: address already in use"},
+		{"admin", []string{"--admin-listen", busy}, "--admin-listen " + busy},
+		{"peer", []string{"--peer-listen", busy}, "--peer-listen " + busy},
+		{"kafka", []string{"--kafka-addr", busy}, "--kafka-addr " + busy},
+		{"data dir", []string{"--data-dir", locked}, "--data-dir " + locked + " is in use by another kstate (pid "},
+	} {
+		dir := t.TempDir()
+		args := append([]string{"dev", "--example", "shoppingcart", "--data-dir", dir, "--kafka-addr", freeAddr(t), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, tc.args...)
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetArgs(args)
+		root.SetOut(&out)
+		root.SetErr(&out)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: kstate %v: %v, want an error containing %q", tc.name, args, err, tc.want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "kafka")); err == nil {
+			t.Errorf("%s: the embedded broker started before the conflict was found", tc.name)
+		}
+	}
+}
+
+func TestReadinessLine(t *testing.T) {
+	for _, tc := range []struct {
+		r    processor.Readiness
+		want string
+	}{
+		{processor.Readiness{UserFunctionDown: true}, "waiting for the user function (unreachable)"},
+		{processor.Readiness{}, "waiting for the group to assign partitions"},
+		{processor.Readiness{Joined: true, Assigned: 4, Restored: 2, Restoring: []processor.RestoreProgress{{Partition: 1, Done: 10, Total: 40}, {Partition: 3, Done: 0, Total: 0}}},
+			"restoring: 2 of 4 partitions serve, 10 of 40 offsets read (25%)"},
+	} {
+		if got := readinessLine(tc.r); got != tc.want {
+			t.Errorf("readinessLine(%+v) = %q, want %q", tc.r, got, tc.want)
 		}
 	}
 }
