@@ -34,7 +34,7 @@ func TestGRPCAdapter(t *testing.T) {
 	var buf bytes.Buffer
 	l, _ := New(Config{Level: "info", Output: &buf})
 	g := GRPC{L: l}
-	g.Infof("hidden %d", 1)  // gRPC info: debug
+	g.Infof("hidden %d", 1)   // gRPC info: debug
 	g.Warningf("shown %d", 2) // gRPC warning: info
 	g.Errorf("error %d", 3)
 	out := buf.String()
