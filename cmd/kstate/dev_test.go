@@ -190,7 +190,7 @@ func call(t *testing.T, addr, method, req string) map[string]any {
 
 func topicsByName(t *testing.T, kafkaAddr string, app string) map[string]topicRow {
 	t.Helper()
-	o := &topicsOpts{brokers: []string{kafkaAddr}, namespace: "kstate", app: app, timeout: 30 * time.Second}
+	o := &topicsOpts{clusterOpts: clusterOpts{brokers: []string{kafkaAddr}, namespace: "kstate", app: app, timeout: 30 * time.Second}, count: true}
 	rows, err := listTopics(context.Background(), o, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -200,13 +200,6 @@ func topicsByName(t *testing.T, kafkaAddr string, app string) map[string]topicRo
 		m[r.Name] = r
 	}
 	return m
-}
-
-func sum(xs []int64) (n int64) {
-	for _, x := range xs {
-		n += x
-	}
-	return n
 }
 
 // TestDevRestartKeepsTopicsAndData runs `kstate dev --example shoppingcart` on a data dir, checks
@@ -270,6 +263,10 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 	if n := sum(before[events].EndOffsets); n < 1 {
 		t.Fatalf("after AddItem the journal %s is empty", events)
 	}
+	// One event: one record, and an end offset past its transaction's commit marker.
+	if r, e := sum(before[events].Records), sum(before[events].EndOffsets); r != 1 || e != 2 {
+		t.Errorf("%s: %d records, end offsets %d; want 1 record (the ItemAdded event) and 2 (with the commit marker)", events, r, e)
+	}
 
 	// The `kstate topics` command itself, through the root command.
 	var out bytes.Buffer
@@ -279,7 +276,7 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatalf("kstate topics: %v", err)
 	}
-	for _, s := range []string{"TOPIC", "KIND", events, "kstate.shop.owners", "compact"} {
+	for _, s := range []string{"TOPIC", "KIND", "RECORDS", "END OFFSETS", events, "kstate.shop.owners", "compact"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("kstate topics output lacks %q:\n%s", s, out.String())
 		}

@@ -311,7 +311,7 @@ the work: the consumer group assigns partitions, and a killed node's partitions 
 	}
 	o.register(cmd, "app", ":9000")
 	cmd.Flags().StringVar(&o.adminListen, "admin-listen", "", adminListenHelp+" (default: off)")
-	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
+	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, brokersHelp)
 	o.kafka.register(cmd.Flags())
 	return cmd
 }
