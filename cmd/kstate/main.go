@@ -42,8 +42,8 @@ var grpcLogOnce sync.Once
 func newRootCmd() *cobra.Command {
 	lo := &logOpts{}
 	root := &cobra.Command{
-		Use:           "kstate",
-		Short:         "kstate: stateful serverless on Kafka (Cloudstate protocol 0.2)",
+		Use:   "kstate",
+		Short: "kstate: stateful serverless on Kafka (Cloudstate protocol 0.2)",
 		Long: `kstate: stateful serverless on Kafka (Cloudstate protocol 0.2).
 
 Every flag can also be set with an environment variable, KSTATE_ and the flag's name in upper
