@@ -69,7 +69,7 @@ default. --bootstrap-server is another name of --brokers. See docs/configuration
 		return nil
 	}
 	root.AddCommand(newVersionCmd(), newTopicsCmd(lo), newDevCmd(lo), newServeCmd(lo), call)
-	root.AddCommand(newBenchCmd(lo))
+	root.AddCommand(newStatusCmd(lo), newInspectCmd(lo), newBenchCmd(lo))
 	root.SetGlobalNormalizationFunc(normalizeFlag)
 	return root
 }
