@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -94,7 +93,7 @@ func TestStartWaitsForKafka(t *testing.T) {
 		t.Fatalf("while waiting for Kafka: health %v, %v; want NOT_SERVING", st, err)
 	}
 
-	kafkatest.Kfake(t, kfake.Ports(port))
+	kafkatest.KfakeOnPort(t, port)
 	select {
 	case err := <-started:
 		if err != nil {
