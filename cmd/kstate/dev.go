@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -163,7 +164,7 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 		}
 		fmt.Fprintln(out, ")")
 	}
-	if o.node.example == "shoppingcart" {
+	if lines := tryIt(o.node.example); len(lines) > 0 {
 		// With TLS or tokens the commands carry the flags they need; a private CA adds
 		// --tls-ca FILE (kstate call) or --cacert FILE (curl).
 		scheme, callFlags, curlFlags := "http", "", ""
@@ -174,13 +175,45 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 			callFlags += " -H 'authorization: Bearer <token>'"
 			curlFlags = " -H 'authorization: Bearer <token>'"
 		}
-		fmt.Fprintf(out, `
-try it:
-  go run ./cmd/kstate call --addr %[1]s%[3]s com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'
-  go run ./cmd/kstate call --addr %[1]s%[3]s com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'
-  curl -XPOST %[2]s://%[1]s/cart/alice/items/add -H 'content-type: application/json'%[4]s -d '{"product_id":"pear","name":"Pear","quantity":2}'
-  curl%[4]s %[2]s://%[1]s/carts/alice
-`, addr, scheme, callFlags, curlFlags)
+		r := strings.NewReplacer("{call}", "go run ./cmd/kstate call --addr "+addr+callFlags, "{curl}", "curl"+curlFlags,
+			"{url}", scheme+"://"+addr, "{kafka}", kafka[0], "{app}", o.node.app)
+		fmt.Fprintln(out, "\ntry it:")
+		for _, l := range lines {
+			fmt.Fprintln(out, "  "+r.Replace(l))
+		}
 	}
 	fmt.Fprintln(out, "\nCtrl-C stops it; the data stays in", o.node.dataDir)
+}
+
+// tryIt returns the "try it" commands of an example ({call}, {curl}, {url}, {kafka} and {app}
+// are filled in by printBanner): a write, a read over gRPC and HTTP, and what Kafka holds.
+func tryIt(example string) []string {
+	const (
+		esAdd   = `{call} com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'`
+		esGet   = `{call} com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'`
+		esCurl  = `{curl} -XPOST {url}/cart/alice/items/add -H 'content-type: application/json' -d '{"product_id":"pear","name":"Pear","quantity":2}'`
+		esRead  = `{curl} {url}/carts/alice`
+		esLook  = `go run ./cmd/kstate inspect com.example.shoppingcart.ShoppingCart alice --brokers {kafka}`
+		veAdd   = `{call} com.example.valueentity.shoppingcart.ShoppingCart/AddItem '{"user_id":"bob","product_id":"cup","name":"Cup","quantity":1}'`
+		veGet   = `{call} com.example.valueentity.shoppingcart.ShoppingCart/GetCart '{"user_id":"bob"}'`
+		veCurl  = `{curl} -XPOST {url}/ve/cart/bob/items/add -H 'content-type: application/json' -d '{"product_id":"mug","name":"Mug","quantity":2}'`
+		veRead  = `{curl} {url}/ve/carts/bob`
+		veLook  = `go run ./cmd/kstate inspect com.example.valueentity.shoppingcart.ShoppingCart bob --brokers {kafka}`
+		vaAdd   = `{call} com.example.validator.CartValidator/AddItem '{"user_id":"carol","product_id":"pen","name":"Pen","quantity":2}'`
+		vaBad   = `{call} com.example.validator.CartValidator/AddItem '{"user_id":"carol","product_id":"pen","name":"Pen","quantity":0}'   # refused by the validator`
+		vaCurl  = `{curl} -XPOST {url}/validated/cart/carol/items/add -H 'content-type: application/json' -d '{"product_id":"ink","name":"Ink","quantity":1}'`
+		vaRead  = `{curl} {url}/carts/carol`
+		status  = `go run ./cmd/kstate status --brokers {kafka} --app {app}`
+	)
+	switch example {
+	case "shoppingcart":
+		return []string{esAdd, esGet, esCurl, esRead, esLook, status}
+	case "valuecart":
+		return []string{veAdd, veGet, veCurl, veRead, veLook, status}
+	case "validator":
+		return []string{vaAdd, vaBad, vaCurl, vaRead, status}
+	case "all":
+		return []string{esAdd, esCurl, esRead, veAdd, veRead, vaAdd, vaBad, esLook, status}
+	}
+	return nil
 }

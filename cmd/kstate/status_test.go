@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kstatehq/kstate/internal/ops"
 )
@@ -108,6 +112,108 @@ func TestStatusAndInspect(t *testing.T) {
 	}
 	if _, err := runRoot(t, append([]string{"inspect", "com.example.shoppingcart.ShoppingCart", "nobody"}, kafka...)...); err == nil || !strings.Contains(err.Error(), "no records") {
 		t.Fatalf("inspect of an entity without records: %v", err)
+	}
+	r.stop(t)
+}
+
+// words splits a shell line into words: single quotes group, a # starts a comment.
+func words(line string) (ws []string, comment string) {
+	var cur strings.Builder
+	in, have := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case c == '\'':
+			in, have = !in, true
+		case !in && c == '#':
+			return ws, strings.TrimSpace(line[i+1:])
+		case !in && c == ' ':
+			if have {
+				ws = append(ws, cur.String())
+				cur.Reset()
+				have = false
+			}
+		default:
+			cur.WriteByte(c)
+			have = true
+		}
+	}
+	if have {
+		ws = append(ws, cur.String())
+	}
+	return ws, ""
+}
+
+// TestTryItLines runs every "try it" line the banner of `kstate dev --example all` prints, as a
+// user would paste them: each succeeds, and the one marked as refused is refused.
+func TestTryItLines(t *testing.T) {
+	for _, ex := range []string{"shoppingcart", "valuecart", "validator", "all"} {
+		if len(tryIt(ex)) < 4 {
+			t.Errorf("example %s has %d try-it lines", ex, len(tryIt(ex)))
+		}
+	}
+	r := startDev(t, "--data-dir", t.TempDir(), "--kafka-addr", freeAddr(t), "--listen", "127.0.0.1:0", "--example", "all", "--partitions", "2")
+	banner := r.out.String()
+	_, after, ok := strings.Cut(banner, "try it:\n")
+	if !ok {
+		t.Fatalf("no try-it lines:\n%s", banner)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	ran := 0
+	for _, line := range strings.Split(after, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			break
+		}
+		ws, comment := words(line)
+		refused := strings.Contains(comment, "refused")
+		var err error
+		switch {
+		case len(ws) > 3 && ws[0] == "go" && ws[2] == "./cmd/kstate":
+			var out string
+			out, err = runRoot(t, append(ws[3:], "--log-level", "error")...)
+			if err != nil {
+				err = fmt.Errorf("%w: %s", err, out)
+			}
+		case ws[0] == "curl":
+			method, url, body := http.MethodGet, "", ""
+			for i := 1; i < len(ws); i++ {
+				switch {
+				case ws[i] == "-XPOST":
+					method = http.MethodPost
+				case ws[i] == "-H":
+					i++
+				case ws[i] == "-d":
+					i++
+					body = ws[i]
+				default:
+					url = ws[i]
+				}
+			}
+			req, _ := http.NewRequest(method, url, strings.NewReader(body))
+			req.Header.Set("content-type", "application/json")
+			resp, herr := hc.Do(req)
+			if herr == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					herr = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+				}
+			}
+			err = herr
+		default:
+			t.Fatalf("cannot run %q", line)
+		}
+		switch {
+		case refused && err == nil:
+			t.Errorf("%s: succeeded, want it refused", line)
+		case !refused && err != nil:
+			t.Errorf("%s: %v", line, err)
+		}
+		ran++
+	}
+	if ran != len(tryIt("all")) {
+		t.Errorf("ran %d lines, the banner has %d", ran, len(tryIt("all")))
 	}
 	r.stop(t)
 }
