@@ -189,21 +189,21 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 // are filled in by printBanner): a write, a read over gRPC and HTTP, and what Kafka holds.
 func tryIt(example string) []string {
 	const (
-		esAdd   = `{call} com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'`
-		esGet   = `{call} com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'`
-		esCurl  = `{curl} -XPOST {url}/cart/alice/items/add -H 'content-type: application/json' -d '{"product_id":"pear","name":"Pear","quantity":2}'`
-		esRead  = `{curl} {url}/carts/alice`
-		esLook  = `go run ./cmd/kstate inspect com.example.shoppingcart.ShoppingCart alice --brokers {kafka}`
-		veAdd   = `{call} com.example.valueentity.shoppingcart.ShoppingCart/AddItem '{"user_id":"bob","product_id":"cup","name":"Cup","quantity":1}'`
-		veGet   = `{call} com.example.valueentity.shoppingcart.ShoppingCart/GetCart '{"user_id":"bob"}'`
-		veCurl  = `{curl} -XPOST {url}/ve/cart/bob/items/add -H 'content-type: application/json' -d '{"product_id":"mug","name":"Mug","quantity":2}'`
-		veRead  = `{curl} {url}/ve/carts/bob`
-		veLook  = `go run ./cmd/kstate inspect com.example.valueentity.shoppingcart.ShoppingCart bob --brokers {kafka}`
-		vaAdd   = `{call} com.example.validator.CartValidator/AddItem '{"user_id":"carol","product_id":"pen","name":"Pen","quantity":2}'`
-		vaBad   = `{call} com.example.validator.CartValidator/AddItem '{"user_id":"carol","product_id":"pen","name":"Pen","quantity":0}'   # refused by the validator`
-		vaCurl  = `{curl} -XPOST {url}/validated/cart/carol/items/add -H 'content-type: application/json' -d '{"product_id":"ink","name":"Ink","quantity":1}'`
-		vaRead  = `{curl} {url}/carts/carol`
-		status  = `go run ./cmd/kstate status --brokers {kafka} --app {app}`
+		esAdd  = `{call} com.example.shoppingcart.ShoppingCart/AddItem '{"user_id":"alice","product_id":"apple","name":"Apple","quantity":3}'`
+		esGet  = `{call} com.example.shoppingcart.ShoppingCart/GetCart '{"user_id":"alice"}'`
+		esCurl = `{curl} -XPOST {url}/cart/alice/items/add -H 'content-type: application/json' -d '{"product_id":"pear","name":"Pear","quantity":2}'`
+		esRead = `{curl} {url}/carts/alice`
+		esLook = `go run ./cmd/kstate inspect com.example.shoppingcart.ShoppingCart alice --brokers {kafka}`
+		veAdd  = `{call} com.example.valueentity.shoppingcart.ShoppingCart/AddItem '{"user_id":"bob","product_id":"cup","name":"Cup","quantity":1}'`
+		veGet  = `{call} com.example.valueentity.shoppingcart.ShoppingCart/GetCart '{"user_id":"bob"}'`
+		veCurl = `{curl} -XPOST {url}/ve/cart/bob/items/add -H 'content-type: application/json' -d '{"product_id":"mug","name":"Mug","quantity":2}'`
+		veRead = `{curl} {url}/ve/carts/bob`
+		veLook = `go run ./cmd/kstate inspect com.example.valueentity.shoppingcart.ShoppingCart bob --brokers {kafka}`
+		vaAdd  = `{call} com.example.validator.CartValidator/AddItem '{"user_id":"carol","product_id":"pen","name":"Pen","quantity":2}'`
+		vaBad  = `{call} com.example.validator.CartValidator/AddItem '{"user_id":"carol","product_id":"pen","name":"Pen","quantity":0}'   # refused by the validator`
+		vaCurl = `{curl} -XPOST {url}/validated/cart/carol/items/add -H 'content-type: application/json' -d '{"product_id":"ink","name":"Ink","quantity":1}'`
+		vaRead = `{curl} {url}/carts/carol`
+		status = `go run ./cmd/kstate status --brokers {kafka} --app {app}`
 	)
 	switch example {
 	case "shoppingcart":
