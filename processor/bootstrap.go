@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/kstatehq/kstate/broker"
 )
@@ -76,7 +78,11 @@ func (n *Node) startEarlyHealth() {
 	if !ok {
 		return
 	}
-	var opts []grpc.ServerOption
+	// Calls of the user's services are answered UNAVAILABLE, which clients retry, rather than
+	// UNIMPLEMENTED: they are not served yet, not unknown.
+	opts := []grpc.ServerOption{grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+		return status.Error(codes.Unavailable, "kstate node is starting: waiting for its user function and Kafka")
+	})}
 	if n.pubTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(n.pubTLS.Clone())))
 	}

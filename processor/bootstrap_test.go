@@ -10,8 +10,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/kstatehq/kstate/broker/kafkatest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
@@ -91,6 +94,18 @@ func TestStartWaitsForKafka(t *testing.T) {
 	}
 	if st, err := healthOf(addr); err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("while waiting for Kafka: health %v, %v; want NOT_SERVING", st, err)
+	}
+	// A call of a user service is UNAVAILABLE (retry), not UNIMPLEMENTED.
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err = cc.Invoke(cctx, "/"+esService+"/Get", &emptypb.Empty{}, &emptypb.Empty{})
+	ccancel()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("a call while waiting for Kafka: %v, want UNAVAILABLE", err)
 	}
 
 	kafkatest.KfakeOnPort(t, port)
