@@ -212,6 +212,14 @@ func tryIt(example string) []string {
 		return []string{veAdd, veGet, veCurl, veRead, veLook, status}
 	case "validator":
 		return []string{vaAdd, vaBad, vaCurl, vaRead, status}
+	case "chat": // examples/chat (on main): its README's commands
+		return []string{
+			`{curl} -XPOST {url}/friends/alice/add -H 'content-type: application/json' -d '{"user":"bob"}'`,
+			`{curl} {url}/friends/alice`,
+			`{call} com.example.chat.Friends/GetFriends '{"name":"alice"}'`,
+			`{call} --timeout 0 com.example.chat.Presence/Monitor '{"name":"alice"}'   # streams each change; Connect in another terminal`,
+			status,
+		}
 	case "all":
 		return []string{esAdd, esCurl, esRead, veAdd, veRead, vaAdd, vaBad, esLook, status}
 	}
