@@ -67,6 +67,7 @@ type config struct {
 	snapshot *snapshotOpt
 	events   []proto.Message
 	state    proto.Message // WithState
+	crdtOps  []remoteOp    // WithRemoteOps
 }
 
 type snapshotOpt struct {
