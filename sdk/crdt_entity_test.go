@@ -31,6 +31,7 @@ type applyFunc[C sdk.CRDT] func(s C, verb, arg string) (handled bool, err error)
 //
 //	empty           no first element
 //	nocallbacks     register no callback
+//	nochange        register no OnChange callback
 //	end:S           OnChange ends the stream once the state renders as S
 //	oncancel:OP     OnCancel applies OP ("verb:arg")
 //	changeeffect:X  every OnChange message carries a side effect
@@ -49,6 +50,7 @@ func crdtEntity[C sdk.CRDT](apply applyFunc[C], render func(C) string) *sdk.CRDT
 		var stateOps []string
 		var (
 			empty, none, fail, distinct bool
+			noChange                    bool
 			end, effect, forward        string
 			mutate, onCancel            string
 		)
@@ -59,6 +61,8 @@ func crdtEntity[C sdk.CRDT](apply applyFunc[C], render func(C) string) *sdk.CRDT
 				empty = true
 			case "nocallbacks":
 				none = true
+			case "nochange":
+				noChange = true
 			case "end":
 				end = arg
 			case "oncancel":
@@ -82,7 +86,7 @@ func crdtEntity[C sdk.CRDT](apply applyFunc[C], render func(C) string) *sdk.CRDT
 			return reply, err
 		}
 		last := render(ctx.State())
-		ctx.OnChange(func(cc *sdk.CRDTChangeContext[C]) (*testpb.CrdtResponse, error) {
+		onChange := func(cc *sdk.CRDTChangeContext[C]) (*testpb.CrdtResponse, error) {
 			if fail {
 				return nil, cc.Fail("change failed")
 			}
@@ -109,7 +113,10 @@ func crdtEntity[C sdk.CRDT](apply applyFunc[C], render func(C) string) *sdk.CRDT
 				cc.EndStream()
 			}
 			return &testpb.CrdtResponse{State: r}, nil
-		})
+		}
+		if !noChange {
+			ctx.OnChange(onChange)
+		}
 		if onCancel != "" {
 			ctx.OnCancel(func(cc *sdk.CRDTCancelContext[C]) error {
 				verb, arg, _ := strings.Cut(onCancel, ":")

@@ -544,7 +544,7 @@ func TestCRDTStreamWithoutCallbacksEnds(t *testing.T) {
 func TestCRDTConnectionTracking(t *testing.T) {
 	h := sdktest.NewCRDT(t, voteEntity(), "e1")
 	monitor := watch(t, h, "")
-	connect := watch(t, h, "empty vote:true oncancel:vote:false")
+	connect := watch(t, h, "empty nochange vote:true oncancel:vote:false")
 	if !proto.Equal(connect.First.Update, voteOp(true)) || connect.First.Reply != nil {
 		t.Fatalf("connect: %+v", connect.First)
 	}
