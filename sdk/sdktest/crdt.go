@@ -82,7 +82,8 @@ type CRDTResult struct {
 	Update *crdtpb.CrdtDelta
 	// Deleted reports that the command deleted the entity.
 	Deleted bool
-	// WriteConsistency is the consistency the command asked for its update or delete.
+	// WriteConsistency is the consistency the command asked for its update or delete;
+	// WriteLocal when it sent neither.
 	WriteConsistency sdk.WriteConsistency
 }
 
