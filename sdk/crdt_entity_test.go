@@ -255,6 +255,8 @@ func applyORSet(s *sdk.ORSet[*testpb.Item], verb, arg string) (bool, error) {
 		return true, s.Remove(item(arg))
 	case "clear":
 		return true, s.Clear()
+	case "addnil":
+		return true, s.Add(nil)
 	}
 	return false, nil
 }

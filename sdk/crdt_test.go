@@ -91,6 +91,9 @@ func TestCRDTGCounter(t *testing.T) {
 	if got := h.State().Value(); got != 17 {
 		t.Fatalf("value %d", got)
 	}
+	if err := h.State().Increment(1); !errors.Is(err, sdk.ErrReadOnly) {
+		t.Fatalf("a change outside of a handler: %v", err)
+	}
 }
 
 func TestCRDTPNCounter(t *testing.T) {
@@ -138,7 +141,8 @@ func TestCRDTORSet(t *testing.T) {
 		{remote: orsetOp(false, []string{"x"}, []string{"p", "q"}), state: "p,q,z"},
 		{ops: "add:r remove:p", state: "q,r,z", update: orsetOp(false, []string{"p"}, []string{"r"})},
 		{remote: orsetOp(true, nil, []string{"m"}), state: "m"},
-		{ops: "remove:m", state: "", update: orsetOp(true, nil, nil)},
+		{ops: "remove:m", state: "", update: orsetOp(false, []string{"m"}, nil)},
+		{ops: "add:n addnil", fail: "nil message"},
 	})
 }
 

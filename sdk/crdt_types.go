@@ -525,7 +525,9 @@ func (s *ORSet[E]) Add(e E) error {
 
 // Remove removes e from the set; removing an element that is not there changes nothing. It
 // returns an error (and the handler fails) for a nil message or one that does not encode.
-// Removing the last element clears the set.
+// The remove removes the adds of e this node has seen, so an add of e made concurrently on
+// another node wins. (Removing the last element does not clear the set: an element added
+// concurrently elsewhere stays.)
 func (s *ORSet[E]) Remove(e E) error {
 	a, err := s.c.encode(e)
 	if err != nil {
@@ -539,18 +541,16 @@ func (s *ORSet[E]) Remove(e E) error {
 		return err
 	}
 	delete(s.elems, id)
-	switch {
-	case len(s.elems) == 0:
-		s.clearAll()
-	case s.added[id] != nil:
-		delete(s.added, id)
-	default:
+	if s.added[id] != nil {
+		delete(s.added, id) // added by the pending changes: nothing to remove
+	} else {
 		s.removed[id] = a
 	}
 	return nil
 }
 
-// Clear removes every element.
+// Clear removes every element this node has seen, including elements added elsewhere that the
+// proxy has merged but not yet told the entity about.
 func (s *ORSet[E]) Clear() error {
 	if err := s.t.write("ORSet clear"); err != nil {
 		return err
