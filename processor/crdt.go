@@ -62,10 +62,10 @@ type crdtHost struct {
 	// wrote a checkpoint of the partition; next is the follower's position (delta topic →
 	// partition → next offset merged); written are the partitions this node checkpointed since
 	// it came to own them (until then it writes every entity of the partition).
-	dirty   map[int32]map[crdtRef]bool
-	next    map[string]map[int32]int64
-	written map[int32]bool
-	topics   map[string]string        // CRDT delta topic → persistence id
+	dirty    map[int32]map[crdtRef]bool
+	next     map[string]map[int32]int64
+	written  map[int32]bool
+	topics   map[string]string // CRDT delta topic → persistence id
 	services map[string]*catalog.Service
 }
 

@@ -32,7 +32,9 @@ var examples = map[string]func() []sdk.Entity{
 	// The validator action forwards to the event-sourced cart, so both run.
 	"validator": validator.Entities,
 	// Everything at once: both carts, the validator and the chat (CRDTs).
-	"all": func() []sdk.Entity { return append(append(validator.Entities(), valuecart.NewEntity()), chat.Entities()...) },
+	"all": func() []sdk.Entity {
+		return append(append(validator.Entities(), valuecart.NewEntity()), chat.Entities()...)
+	},
 }
 
 func exampleNames() string {
