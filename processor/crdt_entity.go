@@ -57,7 +57,7 @@ func (e *crdtEntity) run() {
 	defer close(e.done)
 	ctx, cancel := context.WithCancel(e.h.n.ctx)
 	s := &crdtSession{e: e, ctx: ctx, outs: make(chan crdtOut, 16), inflight: map[int64]*crdtCall{},
-		pubq: make(chan pubItem, 1024), results: make(chan streamResult, 16)}
+		pubq: make(chan pubItem, 64), results: make(chan streamResult, 16)}
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
