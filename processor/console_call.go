@@ -266,7 +266,6 @@ func (n *Node) selfCredentials() (credentials.TransportCredentials, error) {
 	}), nil
 }
 
-
 // cappedBuffer keeps at most max bytes; a write past it fails, which ends the call.
 type cappedBuffer struct {
 	buf  bytes.Buffer

@@ -113,9 +113,9 @@ type Node struct {
 	met         *metrics.Metrics // the node's own registry, served on the admin listener
 	adminLis    net.Listener
 	adminSrv    *http.Server
-	adminReqs   inflight     // admin requests being served; closeAdmin waits for them
-	console     *console     // the admin console's state (console.go)
-	started     atomic.Bool  // Start has set up the catalog, topics and servers (the console reads them)
+	adminReqs   inflight    // admin requests being served; closeAdmin waits for them
+	console     *console    // the admin console's state (console.go)
+	started     atomic.Bool // Start has set up the catalog, topics and servers (the console reads them)
 	// background bounds the goroutines that finish commands with side effects or forwards and
 	// that run asynchronous side effects.
 	background chan struct{}

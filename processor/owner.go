@@ -106,7 +106,7 @@ type owner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // entity goroutines and the committer
 
-	fencedAt time.Time // when the fence of acquire completed
+	fencedAt time.Time    // when the fence of acquire completed
 	meter    restoreMeter // acquisition and restore progress, for the log and the console
 
 	// set by acquire, then used by the committer goroutine only
