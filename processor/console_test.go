@@ -271,3 +271,57 @@ func TestSelfTarget(t *testing.T) {
 		}
 	}
 }
+
+// TestConsolePageEscapes renders the page from hostile data: every value is escaped, and a
+// restoring partition shows its progress.
+func TestConsolePageEscapes(t *testing.T) {
+	evil := `<script>alert("x")</script>`
+	eta := 15.0
+	st := consoleStatus{
+		Node:       consoleNode{ID: evil, App: "app" + evil, Version: "v1", State: "restoring", Partitions: 1, Assigned: []int32{0}, Restoring: 1},
+		Time:       time.Unix(1000, 0).UTC(),
+		GroupError: `<img src=x onerror="alert(1)">`,
+		Nodes:      []consoleMember{{ID: evil, Address: evil, InGroup: true, Self: true}},
+		Partitions: []consolePartition{{
+			Partition: 0,
+			Owner:     &consoleOwner{Node: evil, Address: evil, AcquiredAt: time.Unix(990, 0)},
+			Local:     &consoleLocal{Phase: phaseRestoring, RecordsDone: 250, RecordsTotal: 1000, RecordsRate: 50, ETASeconds: eta},
+		}},
+		Services: []consoleService{{Name: "s", Kind: "value", Methods: []consoleMethod{{Name: "M", FullName: "s/M", Template: `{"a": "</option><script>"}`}}}},
+	}
+	var b strings.Builder
+	if err := consoleTmpl.Execute(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	if strings.Contains(page, "<script>alert") || strings.Contains(page, "<img") || strings.Contains(page, "</option><script>") {
+		t.Errorf("unescaped data in the page:\n%s", page)
+	}
+	for _, want := range []string{
+		"&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;",
+		"restoring 250 / 1000 records (25%), 50/s, ETA 15s",
+		"10s ago",
+		`<script src="/console/static/console.js"></script>`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q:\n%s", want, page)
+		}
+	}
+}
+
+func TestFmtRestore(t *testing.T) {
+	for _, tc := range []struct {
+		l    consoleLocal
+		want string
+	}{
+		{consoleLocal{Phase: phaseAcquiring, ETASeconds: -1}, "acquiring"},
+		{consoleLocal{Phase: phaseRestoring, ETASeconds: -1}, "restoring 0 / 0 records"},
+		{consoleLocal{Phase: phaseRestoring, RecordsDone: 1, RecordsTotal: 3, RecordsRate: 2.5, ETASeconds: 0.8}, "restoring 1 / 3 records (33%), 2.5/s, ETA 800ms"},
+		{consoleLocal{Phase: phaseServing, RecordsTotal: 7, ElapsedSeconds: 2.04}, "serving (restored 7 records in 2s)"},
+		{consoleLocal{Phase: "waiting", ETASeconds: -1}, "waiting"},
+	} {
+		if got := fmtRestore(&tc.l); got != tc.want {
+			t.Errorf("fmtRestore(%+v) = %q, want %q", tc.l, got, tc.want)
+		}
+	}
+}
