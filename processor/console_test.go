@@ -163,7 +163,10 @@ func TestConsoleHTTP(t *testing.T) {
 		}
 	}
 	// Same origin and loopback names pass.
-	ok := func(r *http.Request) { r.Header.Set("Origin", "http://"+r.Host); r.Header.Set("Sec-Fetch-Site", "same-origin") }
+	ok := func(r *http.Request) {
+		r.Header.Set("Origin", "http://"+r.Host)
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
+	}
 	if code, _, body := consoleDo(t, n, "POST", "/api/v1/call", call, ok); code != http.StatusOK {
 		t.Errorf("same-origin call: %d %s", code, body)
 	}
