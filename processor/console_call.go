@@ -149,11 +149,17 @@ func (n *Node) serveCall(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	c, err := grpccall.New(rctx, conn)
-	if err != nil {
-		callFailed(w, http.StatusBadGateway, "public port %s: %v", n.Addr(), err)
-		return
+	if err == nil {
+		_, err = c.Method(rctx, req.Method)
 	}
-	if _, err := c.Method(rctx, req.Method); err != nil {
+	if err != nil {
+		// Reflection answered with a status (a hook that wants a token, a deadline): that is the
+		// call's answer. Anything else means the port could not be used.
+		var rerr *grpccall.RPCError
+		if errors.As(err, &rerr) && rerr.Code() != codes.Unavailable {
+			writeJSON(w, http.StatusOK, consoleCallReply{Code: rerr.Code().String(), Message: "reflection: " + rerr.Status.Message(), Millis: time.Since(start).Milliseconds()})
+			return
+		}
 		callFailed(w, http.StatusBadGateway, "public port %s: %v", n.Addr(), err)
 		return
 	}

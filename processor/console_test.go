@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -8,7 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/kstatehq/kstate/broker/kafkatest"
+	"github.com/kstatehq/kstate/internal/testcert"
 	"github.com/kstatehq/kstate/internal/testpb"
 )
 
@@ -326,5 +331,66 @@ func TestFmtRestore(t *testing.T) {
 		if got := fmtRestore(&tc.l); got != tc.want {
 			t.Errorf("fmtRestore(%+v) = %q, want %q", tc.l, got, tc.want)
 		}
+	}
+}
+
+// TestConsoleCallTLSAndToken: the console calls a public port served over TLS with a bearer
+// token hook, passing the form's headers; streaming methods return every message.
+func TestConsoleCallTLSAndToken(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	ca := testcert.NewCA(t, "public CA")
+	cfg := secureConfig(t, brokers, kafkatest.Unique(t, "console-tls"))
+	cfg.AdminListenAddr = "127.0.0.1:0"
+	n := secureNode(t, cfg,
+		WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "node", "kstate.example").TLS}}),
+		WithAuth(BearerTokens("t0k")))
+	// The certificate names kstate.example, not the loopback address the console dials: the
+	// console accepts it because it is the node's own.
+	cc, err := grpc.NewClient(n.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), ServerName: "kstate.example", MinVersion: tls.VersionTLS12})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	waitServing(t, cc)
+
+	callJSON := func(body string) (int, consoleCallReply) {
+		t.Helper()
+		code, _, out := consoleDo(t, n, "POST", "/api/v1/call", body, nil)
+		var r consoleCallReply
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("call: %d %s", code, out)
+		}
+		return code, r
+	}
+	if code, r := callJSON(`{"method": "kstate.test.v1.ActionTest/Unary", "request": {"payload": "x"}}`); code != http.StatusOK || r.Code != "Unauthenticated" {
+		t.Errorf("without a token: %d %+v, want Unauthenticated", code, r)
+	}
+	token := `, "headers": {"Authorization": "Bearer t0k"}`
+	if code, r := callJSON(`{"method": "kstate.test.v1.ActionTest/Unary", "request": {"payload": "x"}` + token + `}`); code != http.StatusOK || r.Code != "OK" || len(r.Replies) != 1 || !strings.Contains(string(r.Replies[0]), `"x"`) {
+		t.Errorf("unary over TLS with a token: %d %+v", code, r)
+	}
+	if code, r := callJSON(`{"method": "kstate.test.v1.ActionTest/StreamedOut", "request": {"payload": "s"}` + token + `}`); code != http.StatusOK || r.Code != "OK" || len(r.Replies) != 2 {
+		t.Errorf("server streaming: %d %+v, want 2 replies", code, r)
+	}
+	if code, r := callJSON(`{"method": "kstate.test.v1.ActionTest/StreamedIn", "request": [{"payload": "1"}, {"payload": "2"}]` + token + `}`); code != http.StatusOK || r.Code != "OK" || len(r.Replies) != 1 {
+		t.Errorf("client streaming: %d %+v, want 1 reply", code, r)
+	}
+}
+
+// TestConsoleCallClientCertificates: a public port that requires client certificates cannot be
+// called from the console, and the answer says what to use instead.
+func TestConsoleCallClientCertificates(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	ca := testcert.NewCA(t, "public CA")
+	cfg := secureConfig(t, brokers, kafkatest.Unique(t, "console-mtls"))
+	cfg.AdminListenAddr = "127.0.0.1:0"
+	n := secureNode(t, cfg, WithTLSConfig(&tls.Config{
+		Certificates: []tls.Certificate{ca.Issue(t, "node", "127.0.0.1").TLS},
+		ClientCAs:    ca.Pool(),
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+	}))
+	code, _, body := consoleDo(t, n, "POST", "/api/v1/call", `{"method": "kstate.test.v1.ActionTest/Unary"}`, nil)
+	if code != http.StatusNotImplemented || !strings.Contains(body, "kstate call") {
+		t.Errorf("call to an mTLS port: %d %s", code, body)
 	}
 }
