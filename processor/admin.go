@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// The admin listener (Config.AdminListenAddr) serves operators, never clients: Prometheus
-// metrics, pprof and readiness, over plain HTTP on its own address (DESIGN.md §7). The node owns
+// The admin listener (Config.AdminListenAddr) serves operators, never clients: the console
+// (console.go), Prometheus metrics, pprof and readiness, over plain HTTP on its own address
+// (DESIGN.md §7). The node owns
 // it: Start opens it first, so a slow start or a long restore can be watched, and Close stops it
 // last, after the partitions were handed over.
 

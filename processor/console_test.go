@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -392,5 +396,57 @@ func TestConsoleCallClientCertificates(t *testing.T) {
 	code, _, body := consoleDo(t, n, "POST", "/api/v1/call", `{"method": "kstate.test.v1.ActionTest/Unary"}`, nil)
 	if code != http.StatusNotImplemented || !strings.Contains(body, "kstate call") {
 		t.Errorf("call to an mTLS port: %d %s", code, body)
+	}
+}
+
+// lockedBuffer is a log output tests read while nodes write it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestRestoreProgressLog: a restore that runs longer than restoreLogEvery logs its progress,
+// and the console shows what it restored.
+func TestRestoreProgressLog(t *testing.T) {
+	brokers := kafkatest.Kfake(t)
+	app := kafkatest.Unique(t, "restore-log")
+	a, cc := metricsNode(t, brokers, app, 1, nil)
+	for i := range 5 {
+		var resp testpb.Response
+		if err := cc.Invoke(t.Context(), "/"+esTestService+"/Process", &testpb.Request{Id: "e1", Payload: strconv.Itoa(i)}, &resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every restore is "long" now: each progress report is due.
+	old := restoreLogEvery
+	restoreLogEvery = time.Nanosecond
+	t.Cleanup(func() { restoreLogEvery = old })
+	var out lockedBuffer
+	b, _ := metricsNode(t, brokers, app, 1, func(cfg *Config) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	})
+	line := regexp.MustCompile(`restoring partition: .*partition=0 records_done=\d+ records_total=([1-9]\d*) percent=\d+ records_per_second=\d+ eta=\S+ elapsed=\S+`)
+	if !line.MatchString(out.String()) {
+		t.Errorf("no progress line in the log:\n%s", out.String())
+	}
+	st := consoleStatusOf(t, b)
+	if l := st.Partitions[0].Local; l == nil || l.Phase != phaseServing || l.RecordsTotal < 5 || l.RecordsDone != l.RecordsTotal {
+		t.Errorf("partition 0 on the new node: %+v, want serving with at least 5 records restored", l)
 	}
 }

@@ -8,7 +8,7 @@ import (
 // restoreLogEvery is how often a restore that runs long logs its progress: the first line comes
 // this long after the read began, so short restores (the common case) log nothing but the final
 // "partition acquired".
-const restoreLogEvery = 5 * time.Second
+var restoreLogEvery = 5 * time.Second // a variable for tests
 
 // Phases of an acquisition, as the console shows them.
 const (
