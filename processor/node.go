@@ -115,6 +115,9 @@ type Node struct {
 	met         *metrics.Metrics // the node's own registry, served on the admin listener
 	adminLis    net.Listener
 	adminSrv    *http.Server
+	adminReqs   inflight    // admin requests being served; closeAdmin waits for them
+	console     *console    // the admin console's state (console.go)
+	started     atomic.Bool // Start has set up the catalog, topics and servers (the console reads them)
 	// background bounds the goroutines that finish commands with side effects or forwards and
 	// that run asynchronous side effects.
 	background chan struct{}
@@ -130,8 +133,6 @@ type Node struct {
 	restored map[int32]bool     // assigned partitions whose restore has finished
 	joined   bool               // the group has assigned this node at least once
 	ufDown   bool               // the user function is unreachable (health.go)
-	// progress is the latest restore of each partition (readiness.go); under mu.
-	progress map[int32]*restoreState
 }
 
 // partSup supervises one assigned partition: acquire, run, reacquire after an indefinite commit.
@@ -275,6 +276,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.serve(); err != nil {
 		return err
 	}
+	n.started.Store(true)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -33,8 +33,8 @@ type RestoreProgress struct {
 
 // Readiness reports the node's state now.
 func (n *Node) Readiness() Readiness {
+	now := time.Now()
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	r := Readiness{
 		Serving:          n.health != nil && n.servingLocked(),
 		Joined:           n.joined,
@@ -42,59 +42,24 @@ func (n *Node) Readiness() Readiness {
 		Assigned:         len(n.parts),
 		Restored:         len(n.restored),
 	}
+	owners := map[int32]*owner{}
 	for p := range n.parts {
-		if n.restored[p] {
-			continue
+		if !n.restored[p] {
+			owners[p] = n.local[p] // nil while its producer is being made
 		}
+	}
+	n.mu.Unlock()
+	for p, o := range owners {
 		rp := RestoreProgress{Partition: p}
-		if pr, ok := n.progress[p]; ok {
-			rp = pr.RestoreProgress
+		if o != nil {
+			v := o.meter.view(now)
+			rp.Done, rp.Total = v.Done, v.Total
+			if v.Elapsed > 0 {
+				rp.Started = now.Add(-v.Elapsed)
+			}
 		}
 		r.Restoring = append(r.Restoring, rp)
 	}
 	slices.SortFunc(r.Restoring, func(a, b RestoreProgress) int { return int(a.Partition - b.Partition) })
 	return r
-}
-
-// restoreState is a partition's latest restore and when it last logged its progress.
-type restoreState struct {
-	RestoreProgress
-	logged time.Time
-}
-
-// restoreLogEvery is how often a long restore logs its progress.
-const restoreLogEvery = 5 * time.Second
-
-// restoreProgress is the broker.ReadProgress of o's restore: it feeds the metrics and Readiness,
-// and logs the rate and the time left every restoreLogEvery.
-func (o *owner) restoreProgress(done, total int64) {
-	o.partMetrics().RestoreProgress(done, total)
-	n := o.n
-	now := time.Now()
-	n.mu.Lock()
-	if n.progress == nil {
-		n.progress = make(map[int32]*restoreState)
-	}
-	pr, ok := n.progress[o.p]
-	if !ok || done == 0 || done < pr.Done {
-		pr = &restoreState{RestoreProgress: RestoreProgress{Partition: o.p, Started: now}, logged: now}
-		n.progress[o.p] = pr
-	}
-	pr.Done, pr.Total = done, total
-	started := pr.Started
-	log := done < total && now.Sub(pr.logged) >= restoreLogEvery
-	if log {
-		pr.logged = now
-	}
-	n.mu.Unlock()
-	if !log {
-		return
-	}
-	elapsed := now.Sub(started).Seconds()
-	rate := float64(done) / elapsed
-	args := []any{"partition", o.p, "done", done, "total", total, "percent", done * 100 / max(total, 1), "offsets_per_sec", int64(rate)}
-	if rate > 0 {
-		args = append(args, "eta", time.Duration(float64(total-done)/rate*float64(time.Second)).Round(time.Second))
-	}
-	o.log.Info("restoring", args...)
 }

@@ -48,8 +48,7 @@ func (d dispatcher) Stream(ctx context.Context, m *catalog.Method, s frontdoor.C
 	return d.n.stream(ctx, m, s)
 }
 
-// stream runs a streamed call. Actions support all streamed shapes; entity kinds that stream
-// (CRDTs) arrive with their own issue.
+// stream runs a streamed call: actions in all streamed shapes, CRDT entities server-streaming.
 func (n *Node) stream(ctx context.Context, m *catalog.Method, s frontdoor.CommandStream) error {
 	switch m.Service.Kind {
 	case catalog.Action:

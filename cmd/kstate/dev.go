@@ -154,6 +154,7 @@ func printBanner(out io.Writer, n *processor.Node, kafka []string, o *devOpts) {
 	fmt.Fprintf(out, "\nkstate dev is up\n  gRPC + HTTP/JSON: %s (%s)\n  Kafka:  %s (embedded; data in %s)\n",
 		addr, port, kafka[0], o.node.dataDir)
 	if a := n.AdminAddr(); a != "" {
+		fmt.Fprintf(out, "  console: http://%s/ (ownership, restores, services, a call form)\n", a)
 		fmt.Fprintf(out, "  metrics: http://%s/metrics (pprof: http://%[1]s/debug/pprof/)\n", a)
 	}
 	fmt.Fprintf(out, "  app:    %s, %d partitions\n\nservices:\n", o.node.app, o.node.partitions)

@@ -49,12 +49,13 @@ type devRun struct {
 	grpcAddr   string
 	kafkaAddr  string
 	metricsURL string
+	consoleURL string
 	cancel     context.CancelFunc
 	errc       chan error
 	out        *syncBuffer
 }
 
-var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka|metrics):\s+(\S+)`)
+var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka|metrics|console):\s+(\S+)`)
 
 // startDev runs `kstate dev args...` until its banner is printed.
 func startDev(t *testing.T, args ...string) *devRun {
@@ -96,10 +97,12 @@ func startDev(t *testing.T, args ...string) *devRun {
 			r.kafkaAddr = m[2]
 		case "metrics":
 			r.metricsURL = m[2]
+		case "console":
+			r.consoleURL = m[2]
 		}
 	}
-	if r.grpcAddr == "" || r.kafkaAddr == "" || r.metricsURL == "" {
-		t.Fatalf("no gRPC, Kafka or metrics address in the banner:\n%s", r.out.String())
+	if r.grpcAddr == "" || r.kafkaAddr == "" || r.metricsURL == "" || r.consoleURL == "" {
+		t.Fatalf("no gRPC, Kafka, metrics or console address in the banner:\n%s", r.out.String())
 	}
 	// "up" means serving: health says so the moment the banner is out.
 	if strings.Contains(r.out.String(), "TLS") {
@@ -258,6 +261,10 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 	// The banner's metrics URL serves the node's metrics, the AddItem command among them.
 	if m := getURL(t, first.metricsURL); !strings.Contains(m, `kstate_commands_total{code="OK",service="com.example.shoppingcart.ShoppingCart"} 1`) {
 		t.Errorf("%s does not count the AddItem command:\n%s", first.metricsURL, m)
+	}
+	// The banner's console URL serves the console, which lists the service.
+	if c := getURL(t, first.consoleURL); !strings.Contains(c, `data-service="com.example.shoppingcart.ShoppingCart"`) {
+		t.Errorf("%s does not show the shopping cart service:\n%s", first.consoleURL, c)
 	}
 	events := "kstate." + shoppingcart.PersistenceID + ".events"
 	if n := sum(before[events].EndOffsets); n < 1 {

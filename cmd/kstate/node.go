@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/examples/chat"
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/examples/validator"
 	"github.com/kstatehq/kstate/examples/valuecart"
@@ -27,10 +28,14 @@ import (
 var examples = map[string]func() []sdk.Entity{
 	"shoppingcart": func() []sdk.Entity { return []sdk.Entity{shoppingcart.NewEntity()} },
 	"valuecart":    func() []sdk.Entity { return []sdk.Entity{valuecart.NewEntity()} },
+	// Presence (a Vote per user) and friends (an ORSet): CRDT entities.
+	"chat": chat.Entities,
 	// The validator action forwards to the event-sourced cart, so both run.
 	"validator": validator.Entities,
-	// Everything at once: both carts and the validator.
-	"all": func() []sdk.Entity { return append(validator.Entities(), valuecart.NewEntity()) },
+	// Everything at once: both carts, the validator and the chat (CRDTs).
+	"all": func() []sdk.Entity {
+		return append(append(validator.Entities(), valuecart.NewEntity()), chat.Entities()...)
+	},
 }
 
 func exampleNames() string {
