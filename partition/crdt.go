@@ -135,3 +135,36 @@ func (s *Store) CrdtOffsets() (map[string]map[int32]int64, error) {
 	}
 	return out, it.Close()
 }
+
+// CrdtReplicas returns every stored replica of persistence id pid in partition p.
+func (s *Store) CrdtReplicas(p int32, pid string) ([]CrdtReplica, error) {
+	if err := checkPartition(p); err != nil {
+		return nil, err
+	}
+	if err := s.begin(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	lower := appendEscaped(append(appendPartition(nil, p), tagCrdt), pid)
+	upper := append([]byte(nil), lower...)
+	upper[len(upper)-1]++ // the terminator 0x00 0x01 → 0x00 0x02 bounds exactly its extensions
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, err
+	}
+	var out []CrdtReplica
+	for valid := it.First(); valid; valid = it.Next() {
+		id, _, err := decodeEscaped(it.Key()[len(lower):])
+		if err != nil {
+			_ = it.Close()
+			return nil, fmt.Errorf("partition %d: %w", p, err)
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return nil, err
+		}
+		out = append(out, CrdtReplica{PersistenceID: pid, EntityID: id, State: append([]byte(nil), v...)})
+	}
+	return out, it.Close()
+}

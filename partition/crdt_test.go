@@ -35,6 +35,12 @@ func TestCrdtReplicas(t *testing.T) {
 	if err != nil || offs["kstate.c.crdt"][2] != 7 || offs["kstate.c.crdt"][5] != 3 || offs["kstate.d.crdt"][5] != 1 || len(offs["kstate.d.crdt"]) != 1 {
 		t.Fatalf("offsets %v %v", offs, err)
 	}
+	if reps, err := s.CrdtReplicas(2, "c"); err != nil || len(reps) != 2 || reps[0].EntityID != "a" || string(reps[1].State) != "sb" {
+		t.Fatalf("replicas of c in 2: %v %v", reps, err)
+	}
+	if reps, err := s.CrdtReplicas(2, "d"); err != nil || len(reps) != 0 {
+		t.Fatalf("replicas of d in 2: %v %v", reps, err)
+	}
 	// A nil state deletes.
 	if err := s.ApplyCrdt(2, []CrdtReplica{{PersistenceID: "c", EntityID: "a"}}, nil); err != nil {
 		t.Fatal(err)

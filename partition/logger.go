@@ -14,9 +14,10 @@ type pebbleLogger struct {
 
 var _ pebble.Logger = pebbleLogger{}
 
-// Infof logs at info level.
+// Infof logs at debug level: Pebble's info (WAL recovery, compaction notes) is about its own
+// housekeeping and would drown kstate's own lines at info.
 func (p pebbleLogger) Infof(format string, args ...interface{}) {
-	p.l.Info(fmt.Sprintf(format, args...))
+	p.l.Debug(fmt.Sprintf(format, args...))
 }
 
 // Errorf logs at error level.

@@ -629,7 +629,7 @@ func TestPebbleLogger(t *testing.T) {
 	pl := pebbleLogger{l: l}
 	pl.Infof("flushed %d", 3)
 	pl.Errorf("bad %s", "thing")
-	if out := buf.String(); !strings.Contains(out, "[INFO]  flushed 3") || !strings.Contains(out, "[ERROR] bad thing") {
+	if out := buf.String(); !strings.Contains(out, "[DEBUG] flushed 3") || !strings.Contains(out, "[ERROR] bad thing") {
 		t.Fatalf("log output %q", out)
 	}
 	defer func() {

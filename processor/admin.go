@@ -13,11 +13,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
-// The admin listener (Config.AdminListenAddr) serves operators, never clients: Prometheus
-// metrics, pprof and readiness, over plain HTTP on its own address (DESIGN.md §7). The node owns
+// The admin listener (Config.AdminListenAddr) serves operators, never clients: the console
+// (console.go), Prometheus metrics, pprof and readiness, over plain HTTP on its own address
+// (DESIGN.md §7). The node owns
 // it: Start opens it first, so a slow start or a long restore can be watched, and Close stops it
 // last, after the partitions were handed over.
 
@@ -40,8 +42,9 @@ func (n *Node) startAdmin() error {
 		return fmt.Errorf("admin listener on %s (--admin-listen): %w", n.cfg.AdminListenAddr, err)
 	}
 	n.adminLis = l
+	n.console = &console{}
 	n.adminSrv = &http.Server{
-		Handler:           n.adminMux(),
+		Handler:           n.adminReqs.track(n.adminMux()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 	}
@@ -52,17 +55,71 @@ func (n *Node) startAdmin() error {
 			n.log.Error("admin listener stopped", "addr", l.Addr().String(), "error", err)
 		}
 	}()
-	n.log.Info("admin listener", "addr", l.Addr().String(), "metrics", "/metrics", "pprof", "/debug/pprof/")
+	n.log.Info("admin listener", "addr", l.Addr().String(), "console", "/", "metrics", "/metrics", "pprof", "/debug/pprof/")
 	return nil
 }
 
-// closeAdmin stops the admin listener: scrapes and profiles in flight are cut.
+// closeAdmin stops the admin listener: scrapes, profiles and console calls in flight are cut
+// (their contexts end), and it waits, a few seconds at most, until their handlers have returned,
+// so none uses the node's Kafka clients after Close released them.
 func (n *Node) closeAdmin() {
 	if n.adminSrv != nil {
 		_ = n.adminSrv.Close()
 	} else if n.adminLis != nil {
 		_ = n.adminLis.Close()
 	}
+	select {
+	case <-n.adminReqs.close():
+	case <-time.After(10 * time.Second):
+		n.log.Warn("admin requests still running after 10s; closing without them")
+	}
+}
+
+// inflight counts the requests being served, refuses new ones once closed, and tells when the
+// last one has returned. The zero value is ready.
+type inflight struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	idle   chan struct{} // closed when n reaches 0 after close
+}
+
+// track serves h's requests under the count.
+func (f *inflight) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		if f.closed {
+			f.mu.Unlock()
+			http.Error(w, "the node is stopping", http.StatusServiceUnavailable)
+			return
+		}
+		f.n++
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			f.n--
+			if f.n == 0 && f.idle != nil {
+				close(f.idle)
+				f.idle = nil
+			}
+			f.mu.Unlock()
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// close refuses new requests and returns a channel closed once none is being served.
+func (f *inflight) close() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	ch := make(chan struct{})
+	if f.n == 0 {
+		close(ch)
+	} else {
+		f.idle = ch
+	}
+	return ch
 }
 
 func (n *Node) adminMux() *http.ServeMux {
@@ -80,9 +137,7 @@ func (n *Node) adminMux() *http.ServeMux {
 		_, _ = fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = fmt.Fprintf(w, "kstate %s node %s\n\n/metrics       Prometheus metrics\n/debug/pprof/  profiles (pprof)\n/readyz        200 once the node serves every partition it was assigned\n/livez         200 while the process runs\n", Version, n.cfg.NodeID)
-	})
+	n.registerConsole(mux) // the console at / and /console, its JSON API under /api/v1/
 	return mux
 }
 

@@ -69,9 +69,10 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	// MaxRecvBytes limits one request message. Default 4 MiB.
 	MaxRecvBytes int
-	// AdminListenAddr is where the node serves its admin endpoints over HTTP: Prometheus metrics
-	// (/metrics), pprof (/debug/pprof/) and readiness (/readyz), never on the public port. Empty
-	// (the default) serves none; keep it on loopback or a private network.
+	// AdminListenAddr is where the node serves its admin endpoints over HTTP: the console (/,
+	// /api/v1/status, /api/v1/call), Prometheus metrics (/metrics), pprof (/debug/pprof/) and
+	// readiness (/readyz), never on the public port. Empty (the default) serves none; keep it on
+	// loopback or a private network (docs/operations.md).
 	AdminListenAddr string
 	// AllowProtocolMismatch accepts user functions that report another protocol version.
 	AllowProtocolMismatch bool

@@ -52,14 +52,26 @@ type crdtHost struct {
 	prod *broker.Producer
 	seq  atomic.Int64 // origin sequence of this node's deltas
 
+	// checkpointEvery is how often a partition owner writes the full states of the entities
+	// that changed to the .crdt-state topics, then a checkpoint.
+	checkpointEvery time.Duration
+
 	mu       sync.Mutex
 	replicas map[crdtRef]*crdtReplica // loaded: active entities and those changed recently
-	topics   map[string]string        // CRDT delta topic → persistence id
+	// dirty are, per partition, the entities whose durable state changed since this node last
+	// wrote a checkpoint of the partition; next is the follower's position (delta topic →
+	// partition → next offset merged); written are the partitions this node checkpointed since
+	// it came to own them (until then it writes every entity of the partition).
+	dirty    map[int32]map[crdtRef]bool
+	next     map[string]map[int32]int64
+	written  map[int32]bool
+	topics   map[string]string // CRDT delta topic → persistence id
 	services map[string]*catalog.Service
 }
 
 func newCrdtHost(n *Node) (*crdtHost, error) {
-	h := &crdtHost{n: n, log: n.log.Named("crdt"), replicas: map[crdtRef]*crdtReplica{}, topics: map[string]string{}, services: map[string]*catalog.Service{}}
+	h := &crdtHost{n: n, log: n.log.Named("crdt"), replicas: map[crdtRef]*crdtReplica{}, topics: map[string]string{}, services: map[string]*catalog.Service{},
+		checkpointEvery: crdtCheckpointEvery, dirty: map[int32]map[crdtRef]bool{}, next: map[string]map[int32]int64{}, written: map[int32]bool{}}
 	for _, s := range n.cat.Services() {
 		if s.Kind == catalog.CRDT {
 			h.topics[n.cfg.Broker.CrdtTopic(s.PersistenceID)] = s.PersistenceID
@@ -102,20 +114,42 @@ func (h *crdtHost) start(ctx context.Context) error {
 	for p := int32(0); p < h.n.cfg.Broker.Partitions; p++ {
 		// ReadToEnd takes one partition per topic: read partition p of every delta topic.
 		var parts []broker.TopicPartitionFrom
-		for t := range h.topics {
-			parts = append(parts, broker.TopicPartitionFrom{Topic: t, Partition: p, From: offs[t][p]})
-			from[t][p] = offs[t][p]
+		for t, pid := range h.topics {
+			o, known := offs[t][p]
+			if !known {
+				// Nothing of this partition stored yet: start from the last checkpoint of the
+				// full-state topic rather than from the start of the delta topic.
+				var err error
+				if o, err = h.bootstrap(ctx, p, pid); err != nil {
+					return fmt.Errorf("CRDT replicas: %w", err)
+				}
+			}
+			parts = append(parts, broker.TopicPartitionFrom{Topic: t, Partition: p, From: o})
+			from[t][p] = o
 		}
 		var batch []broker.Record
-		ends, err := broker.ReadToEnd(ctx, h.n.cfg.Broker, parts, func(r broker.Record) error {
-			batch = append(batch, r)
-			if len(batch) >= 4096 {
-				err := h.apply(batch)
-				batch = batch[:0]
-				return err
+		read := func() (map[string]int64, error) {
+			return broker.ReadToEnd(ctx, h.n.cfg.Broker, parts, func(r broker.Record) error {
+				batch = append(batch, r)
+				if len(batch) >= 4096 {
+					err := h.apply(batch)
+					batch = batch[:0]
+					return err
+				}
+				return nil
+			})
+		}
+		ends, err := read()
+		if errors.Is(err, broker.ErrOffsetOutOfRange) {
+			// The deltas after the replicas' position are past the topic's retention (no owner
+			// wrote a checkpoint for that long): take what the topic still has.
+			h.log.Warn("CRDT deltas after the replicas' position are gone (retention); reading what is left", "partition", p, "error", err)
+			for i := range parts {
+				parts[i].From = -1
 			}
-			return nil
-		})
+			batch = batch[:0]
+			ends, err = read()
+		}
 		if err != nil {
 			return fmt.Errorf("CRDT replicas: %w", err)
 		}
@@ -129,10 +163,22 @@ func (h *crdtHost) start(ctx context.Context) error {
 		}
 	}
 	h.log.Info("CRDT replicas caught up", "took", time.Since(start).Round(time.Millisecond))
-	h.n.wg.Add(2)
+	h.mu.Lock()
+	for t, ps := range from {
+		h.next[t] = map[int32]int64{}
+		for p, o := range ps {
+			h.next[t][p] = o
+		}
+	}
+	h.mu.Unlock()
+	h.n.wg.Add(3)
 	go func() {
 		defer h.n.wg.Done()
 		h.follow(from)
+	}()
+	go func() {
+		defer h.n.wg.Done()
+		h.checkpoints()
 	}()
 	go func() {
 		defer h.n.wg.Done()
@@ -189,11 +235,25 @@ func (h *crdtHost) apply(recs []broker.Record) error {
 			continue
 		}
 		pb.reps = append(pb.reps, partition.CrdtReplica{PersistenceID: pid, EntityID: ref.id, State: state})
+		h.mu.Lock()
+		if h.dirty[r.Partition] == nil {
+			h.dirty[r.Partition] = map[crdtRef]bool{}
+		}
+		h.dirty[r.Partition][ref] = true
+		h.mu.Unlock()
 	}
 	for p, pb := range byPart {
 		if err := h.n.store.ApplyCrdt(p, pb.reps, pb.next); err != nil {
 			return err
 		}
+		h.mu.Lock()
+		for t, o := range pb.next {
+			if h.next[t] == nil {
+				h.next[t] = map[int32]int64{}
+			}
+			h.next[t][p] = max(h.next[t][p], o)
+		}
+		h.mu.Unlock()
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,7 +57,7 @@ func (e *crdtEntity) run() {
 	defer close(e.done)
 	ctx, cancel := context.WithCancel(e.h.n.ctx)
 	s := &crdtSession{e: e, ctx: ctx, outs: make(chan crdtOut, 16), inflight: map[int64]*crdtCall{},
-		pubq: make(chan pubItem, 1024), results: make(chan streamResult, 16)}
+		pubq: make(chan pubItem, 64), results: make(chan streamResult, 16)}
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
@@ -185,6 +186,17 @@ func (s *crdtSession) open(first *request) error {
 	}()
 	init := &crdtpb.CrdtInit{ServiceName: e.svc.Name, EntityId: e.ref.id}
 	e.rep.mu.Lock()
+	if v, ok := e.rep.live.(*crdtlog.Vote); ok && !e.rep.deleted && !slices.Contains(v.Voters(), n.cfg.NodeID) {
+		// A node hosting a Vote entity is one of its voters (the user function counts itself):
+		// it casts false until its user function votes.
+		if d, err := v.Cast(n.cfg.NodeID, false); err == nil && d != nil {
+			select {
+			case s.pubq <- pubItem{delta: d}:
+			default:
+				s.e.log.Warn("the publisher is full; this node's initial vote is replicated with its next change")
+			}
+		}
+	}
 	if e.rep.live != nil && !e.rep.deleted {
 		init.Delta = e.rep.live.InitDelta(n.cfg.NodeID)
 		s.ufView = e.rep.live.Clone()

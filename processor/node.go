@@ -105,6 +105,8 @@ type Node struct {
 	peerSrv *grpc.Server
 	peerLis net.Listener
 	split   *frontdoor.SplitListener
+	ownLis  bool         // the node opened lis (not WithListener): close closes it
+	early   *earlyHealth // health checks while Start waits (bootstrap.go)
 	httpSrv *http.Server
 	health  *health.Server
 	group   *broker.Group
@@ -116,6 +118,9 @@ type Node struct {
 	met         *metrics.Metrics // the node's own registry, served on the admin listener
 	adminLis    net.Listener
 	adminSrv    *http.Server
+	adminReqs   inflight    // admin requests being served; closeAdmin waits for them
+	console     *console    // the admin console's state (console.go)
+	started     atomic.Bool // Start has set up the catalog, topics and servers (the console reads them)
 	// background bounds the goroutines that finish commands with side effects or forwards and
 	// that run asynchronous side effects.
 	background chan struct{}
@@ -137,6 +142,7 @@ type Node struct {
 	local    map[int32]*owner   // partitions restored and serving (or restoring: requests queue)
 	restored map[int32]bool     // assigned partitions whose restore has finished
 	joined   bool               // the group has assigned this node at least once
+	ufDown   bool               // the user function is unreachable (health.go)
 }
 
 // partSup supervises one assigned partition: acquire, run, reacquire after an indefinite commit.
@@ -240,12 +246,20 @@ func (n *Node) Start(ctx context.Context) error {
 			_ = n.Close()
 		}
 	}()
+	n.health = health.NewServer()
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	// Every port first, so a port in use fails the start before anything else happens; then
+	// health checks answer NOT_SERVING while the node waits for its user function and Kafka.
+	if err := n.listen(); err != nil {
+		return err
+	}
 	if err := n.startTracing(ctx); err != nil {
 		return err
 	}
 	if err := n.startAdmin(); err != nil {
 		return err
 	}
+	n.startEarlyHealth()
 	store, err := partition.Open(partition.Config{Dir: filepath.Join(n.cfg.DataDir, "pebble"), Logger: n.log})
 	if err != nil {
 		return fmt.Errorf("open store in %s: %w", n.cfg.DataDir, err)
@@ -264,7 +278,8 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("discover user function: %w", err)
 	}
 	n.cat = cat
-	if err := n.ensureTopics(ctx); err != nil {
+	n.watchUserFunction()
+	if err := n.bootstrapKafka(ctx); err != nil {
 		return err
 	}
 	if n.crdt, err = newCrdtHost(n); err != nil {
@@ -277,6 +292,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.serve(); err != nil {
 		return err
 	}
+	n.started.Store(true)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -342,7 +358,7 @@ func (n *Node) connectUserFunction() error {
 		n.uf = conn
 		return nil
 	}
-	conn, err := grpc.NewClient(n.cfg.UserFunction, append(n.tr.UserFunctionDialOptions(entityStreams...), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	conn, err := grpc.NewClient(n.cfg.UserFunction, append(n.tr.UserFunctionDialOptions(entityStreams...), grpc.WithTransportCredentials(insecure.NewCredentials()), userFunctionBackoff)...)
 	if err != nil {
 		return fmt.Errorf("user function %s: %w", n.cfg.UserFunction, err)
 	}
@@ -393,26 +409,7 @@ func (n *Node) ensureTopics(ctx context.Context) error {
 }
 
 func (n *Node) serve() error {
-	if n.lis == nil {
-		l, err := net.Listen("tcp", n.cfg.ListenAddr)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", n.cfg.ListenAddr, err)
-		}
-		n.lis = l
-	}
-	if n.peerLis == nil {
-		l, err := net.Listen("tcp", n.cfg.PeerListenAddr)
-		if err != nil {
-			return fmt.Errorf("listen for peers on %s (--peer-listen): %w", n.cfg.PeerListenAddr, err)
-		}
-		n.peerLis = l
-	}
-	if _, port, err := net.SplitHostPort(n.cfg.AdvertiseAddr); err == nil && port == "0" {
-		// The peer listener is on port 0: advertise the port we got.
-		host, _, _ := net.SplitHostPort(n.cfg.AdvertiseAddr)
-		_, real, _ := net.SplitHostPort(n.peerLis.Addr().String())
-		n.cfg.AdvertiseAddr = net.JoinHostPort(host, real)
-	}
+	n.early.stop() // the public listener is the real servers' from here on
 	lim := frontdoor.Limits{MaxRecvBytes: n.cfg.MaxRecvBytes}
 	ing := frontdoor.NewIngress(n.cat, dispatcher{n}, lim)
 	n.conns.opts = append(peerDialOptions(ing.Limits(), n.dialCreds), n.tr.DialOptions()...)
@@ -436,8 +433,6 @@ func (n *Node) serve() error {
 		}
 	}()
 	n.srv = grpc.NewServer(slices.Concat(ing.ServerOptions(), n.authServerOptions(), n.tr.ServerOptions())...)
-	n.health = health.NewServer()
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(n.srv, n.health)
 	frontdoor.RegisterReflection(n.srv, n.cat)
 	front, err := frontdoor.NewHTTPHandler(n.cat, n.srv, n.log.Named("http"))
@@ -489,8 +484,11 @@ func (n *Node) close() error {
 		<-s.done
 	}
 	// Stop accepting first: both servers' Accept loops return once the split listener closes.
+	n.early.stop()
 	if n.split != nil {
 		n.split.Close()
+	} else if n.ownLis {
+		_ = n.lis.Close() // Start failed before serving
 	}
 	if n.httpSrv != nil {
 		if n.pubTLS != nil {
@@ -679,7 +677,8 @@ func (n *Node) setRestored(p int32, ok bool) {
 }
 
 // updateHealthLocked reports SERVING once the group has assigned this node and every partition it
-// was assigned is restored; NOT_SERVING while any of them is still restoring (readiness).
+// was assigned is restored; NOT_SERVING while any of them is still restoring or the user function
+// is unreachable (readiness).
 func (n *Node) updateHealthLocked() {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if n.servingLocked() {
@@ -690,7 +689,7 @@ func (n *Node) updateHealthLocked() {
 
 // servingLocked is the readiness rule of gRPC health and the admin listener's /readyz.
 func (n *Node) servingLocked() bool {
-	return n.joined && len(n.restored) == len(n.parts)
+	return n.joined && len(n.restored) == len(n.parts) && !n.ufDown
 }
 
 // toPartitionRecord adapts a Kafka record of an entity topic for Pebble.

@@ -110,7 +110,8 @@ type owner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // entity goroutines and the committer
 
-	fencedAt time.Time // when the fence of acquire completed
+	fencedAt time.Time    // when the fence of acquire completed
+	meter    restoreMeter // acquisition and restore progress, for the log and the console
 
 	// set by acquire, then used by the committer goroutine only
 	maxRecordBytes int
@@ -229,6 +230,7 @@ func (o *owner) acquire(ctx context.Context) error {
 		return fmt.Errorf("partition %d: %w", o.p, err)
 	}
 	o.partMetrics().Restored(time.Since(start))
+	o.meter.served(time.Now())
 	o.log.Info("partition acquired", "restored_records", n, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -333,7 +335,14 @@ func (o *owner) restore(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	ends, err := broker.ReadToEndProgress(ctx, o.n.cfg.Broker, parts, o.partMetrics().RestoreProgress, func(r broker.Record) error {
+	o.meter.begin(time.Now())
+	progress := func(done, todo int64) {
+		o.partMetrics().RestoreProgress(done, todo)
+		if v, logNow := o.meter.update(time.Now(), done, todo); logNow {
+			o.log.Info("restoring partition", restoreLogArgs(v)...)
+		}
+	}
+	ends, err := broker.ReadToEndProgress(ctx, o.n.cfg.Broker, parts, progress, func(r broker.Record) error {
 		pr, ok := o.n.toPartitionRecord(r)
 		if ok {
 			batch = append(batch, pr)

@@ -158,7 +158,7 @@ var schemas = []struct {
 		path: "kstate/v1/node.proto",
 		pkg:  "kstate.v1",
 		messages: map[string]string{
-			"ForwardRequest":  "service=1 string; method=2 string; payload=3 bytes; metadata=4 cloudstate.Metadata; partition=5 int32; entity_id=6 string; hops=7 int32",
+			"ForwardRequest":  "service=1 string; method=2 string; payload=3 bytes; metadata=4 cloudstate.Metadata; partition=5 int32; entity_id=6 string; hops=7 int32; idempotency_key=8 string",
 			"ForwardResponse": "payload=1 bytes; metadata=2 cloudstate.Metadata",
 		},
 		services: map[string]string{
@@ -173,6 +173,8 @@ var schemas = []struct {
 			"SnapshotRecord":  "sequence=1 int64; snapshot=2 google.protobuf.Any; journal_offset=3 int64",
 			"CommandEnvelope": "service=1 string; method=2 string; payload=3 google.protobuf.Any; metadata=4 cloudstate.Metadata; command_id=5 string",
 			"CrdtDeltaRecord": "origin_node=1 string; origin_seq=2 int64; delta=3 cloudstate.crdt.CrdtDelta",
+			"IdempotencyRecord": "persistence_id=1 string; key=2 string; request_hash=3 bytes; expires_at=4 google.protobuf.Timestamp; command_id=5 string; " +
+				"reply=6 cloudstate.Reply oneof(outcome); failure=7 cloudstate.Failure oneof(outcome); forward=8 cloudstate.Forward oneof(outcome); forward_key=9 string",
 		},
 	}},
 	{kstatev1.File_kstate_v1_crdt_proto, fileSchema{

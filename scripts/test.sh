@@ -9,7 +9,10 @@
 #   4. scripts/checkgenerate.sh (buf lint, generated code up to date), when present;
 #   5. the deploy module (deploy/go.mod: Helm chart, Kustomize, manifest tests; no broker, no
 #      cluster): go vet and go test, without -race (Kubernetes' packages are slow to build);
-#   6. go test -race -shuffle=on -count=1 -timeout 30m ./...
+#   6. with KSTATE_CONSOLE_REQUIRED=1 (CI), makes sure a Chromium exists for the console's
+#      browser test (processor/console_browser_test.go), installing Debian's chromium package
+#      with apt-get when it is missing, and exports KSTATE_CHROMIUM and KSTATE_CONSOLE_OUT;
+#   7. go test -race -shuffle=on -count=1 -timeout 30m ./...
 #
 # The exit code is the first failing step's. go test's own summary lines are the last output.
 #
@@ -18,6 +21,9 @@
 #   KSTATE_KAFKA_PORT     port for scripts/kafka.sh (default 19092); see scripts/kafka.sh for more
 #   KSTATE_TEST_FLAGS     extra go test flags, e.g. "-run TestFoo -v" (word-split)
 #   KSTATE_TEST_PKGS      packages to test (default ./...); when set, the deploy module is skipped
+#   KSTATE_CONSOLE_REQUIRED  1: the console's browser test must run (install chromium if missing)
+#   KSTATE_CHROMIUM       the browser for that test (default: chromium etc. on PATH)
+#   KSTATE_CONSOLE_OUT    where that test saves its screenshots (default .cache/console)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -95,6 +101,50 @@ fi
 if [[ -z "${KSTATE_TEST_PKGS:-}" ]]; then
 	section "deploy module: go vet, go test -count=1 ./... (Helm chart, Kustomize, Dockerfile)"
 	(cd deploy && go vet ./... && go test -count=1 -timeout 15m ./...)
+fi
+
+section "Chromium (the console's browser test)"
+find_chromium() {
+	if [[ -n "${KSTATE_CHROMIUM:-}" ]]; then
+		command -v "$KSTATE_CHROMIUM"
+		return
+	fi
+	local b
+	for b in chromium chromium-browser google-chrome headless-shell; do
+		command -v "$b" && return 0
+	done
+	return 1
+}
+# install_chromium: Debian's chromium package, as root or with password-less sudo. The first
+# attempt uses the package lists as they are; a failure refreshes them and tries again.
+install_chromium() {
+	local -a sudo=()
+	if ((EUID != 0)); then
+		sudo -n true 2>/dev/null || return 1
+		sudo=(sudo -n)
+	fi
+	command -v apt-get >/dev/null 2>&1 || return 1
+	mkdir -p "$REPO/.cache"
+	local logf="$REPO/.cache/chromium-install.log"
+	echo "installing Debian's chromium with apt-get (log: .cache/chromium-install.log)"
+	export DEBIAN_FRONTEND=noninteractive
+	timeout 900 "${sudo[@]}" apt-get install -y chromium >"$logf" 2>&1 && return 0
+	timeout 300 "${sudo[@]}" apt-get update >>"$logf" 2>&1 || true
+	timeout 900 "${sudo[@]}" apt-get install -y chromium >>"$logf" 2>&1
+}
+if chromium_bin="$(find_chromium)"; then
+	:
+elif [[ "${KSTATE_CONSOLE_REQUIRED:-}" == 1 ]]; then
+	install_chromium || fail "KSTATE_CONSOLE_REQUIRED=1, no Chromium found, and apt-get install chromium failed or is not possible here (needs root or password-less sudo, and apt-get; see .cache/chromium-install.log). Install Chromium, or set KSTATE_CHROMIUM to a browser binary."
+	chromium_bin="$(find_chromium)" || fail "apt-get installed chromium, but no chromium binary is on PATH"
+fi
+if [[ -n "${chromium_bin:-}" ]]; then
+	export KSTATE_CHROMIUM="$chromium_bin"
+	export KSTATE_CONSOLE_OUT="${KSTATE_CONSOLE_OUT:-$REPO/.cache/console}"
+	echo "KSTATE_CHROMIUM=$KSTATE_CHROMIUM ($("$chromium_bin" --version 2>/dev/null || echo "version unknown"))"
+	echo "KSTATE_CONSOLE_OUT=$KSTATE_CONSOLE_OUT (screenshots of the console's browser test)"
+else
+	echo "no Chromium: the console's browser test will be skipped (KSTATE_CONSOLE_REQUIRED=1 installs it)"
 fi
 
 pkgs="${KSTATE_TEST_PKGS:-./...}"

@@ -2,16 +2,17 @@
 // service from a .proto file, and serve them to kstate (or any Cloudstate protocol 0.2 proxy),
 // in process or as a separate user-function process.
 //
-// It implements the three kinds of Cloudstate services a Go program defines with plain functions:
+// It implements the four kinds of Cloudstate services a Go program defines with plain functions:
 //   - event-sourced entities (NewEventSourced, Command, Event, Snapshot): the state is the result
 //     of a journal of events;
 //   - value entities (NewValue, ValueCommand): the state is one value, stored whole on every
 //     change;
+//   - CRDT entities (NewCRDT, CRDTCommand, CRDTStreamed): the state is a CRDT (GCounter,
+//     PNCounter, GSet, ORSet, LWWRegister, Flag, ORMap, Vote) replicated on every node;
 //   - actions (NewAction, ActionUnary, ActionStreamedIn, ActionStreamedOut, ActionStreamed):
 //     stateless functions in any of the four gRPC shapes.
 //
-// All three are served by the same Server and tested in memory with package sdktest. CRDT
-// entities are not implemented yet.
+// All four are served by the same Server and tested in memory with package sdktest.
 //
 // # Tutorial: an event-sourced shopping cart
 //
@@ -99,6 +100,45 @@
 //
 // Test it with sdktest.NewValue(t, cart, "user-1"), whose results show what was stored.
 //
+// # CRDT entities
+//
+// A CRDT entity's state is a conflict-free replicated data type: every kstate node holds a
+// replica, a command is served on the node it reaches, and the changes made on different nodes
+// merge without coordination. The state type is one of the eight CRDTs, with typed elements:
+//
+//	*sdk.GCounter                        Value, Increment (never down)
+//	*sdk.PNCounter                       Value, Increment, Decrement
+//	*sdk.GSet[E]                         Add, Contains, Elements, Len (never removed)
+//	*sdk.ORSet[E]                        Add, Remove, Clear, Contains, Elements, Len (add wins)
+//	*sdk.LWWRegister[T]                  Set, SetWithClock, Get, HasValue (last write wins)
+//	*sdk.Flag                            Enable, Enabled (never disabled)
+//	*sdk.ORMap[K, V]                     GetOrCreate, Get, Remove, Clear, Keys, All, Len (V a CRDT)
+//	*sdk.Vote                            Vote, SelfVote, VotesFor, Voters, AtLeastOne, Majority, All
+//
+// E, T and K are generated message types (or *anypb.Any). A command handler changes the CRDT
+// through ctx.State(); the SDK sends the changes with the reply as one operation delta, and a
+// failed command (a returned error, or an illegal change such as a negative GCounter increment)
+// leaves no trace. examples/chat keeps presence as a Vote and friends as an ORSet:
+//
+//	friends := sdk.NewCRDT[*sdk.ORSet[*chatpb.Friend]]("com.example.chat.Friends")
+//	sdk.CRDTCommand(friends, "Add", func(ctx *sdk.CRDTContext[*sdk.ORSet[*chatpb.Friend]], in *chatpb.FriendRequest) (*emptypb.Empty, error) {
+//		return &emptypb.Empty{}, ctx.State().Add(in.GetFriend())
+//	})
+//
+// A server-streaming method gets a CRDTStreamed handler. Its reply is the stream's first
+// element; ctx.OnChange registers a callback that runs after every later change of the CRDT
+// (on this node or another) and may send the next element or end the stream, and ctx.OnCancel
+// one that runs when the client cancels, and may change the CRDT:
+//
+//	sdk.CRDTStreamed(presence, "Connect", func(ctx *sdk.CRDTStreamContext[*sdk.Vote, *emptypb.Empty], in *chatpb.User) (*emptypb.Empty, error) {
+//		ctx.OnCancel(func(cc *sdk.CRDTCancelContext[*sdk.Vote]) error { return cc.State().Vote(false) })
+//		return nil, ctx.State().Vote(true) // online while connected
+//	})
+//
+// Contexts also offer Delete, SetWriteConsistency (WriteLocal, WriteMajority, WriteAll),
+// Forward, SideEffect and Fail. Test CRDT entities with sdktest.NewCRDT, which plays a kstate
+// node with kstate's own CRDT code and can inject changes from other nodes.
+//
 // # Actions
 //
 // An action is a stateless service: the proxy calls it where the request lands, with no entity
@@ -141,7 +181,10 @@
 // Panics. A panicking command handler is a command failure too, with a generic description
 // (details and stack go to the log) and Failure.restart set: the handler may have modified state
 // it was only allowed to read, so the proxy restarts the entity from its journal (or, for a value
-// entity, its stored value). A panicking action handler is a failure with a generic description.
+// entity, its stored value). A panicking CRDT handler is a failure without restart: a CRDT
+// changes only through its methods, and the SDK undoes a failed handler's changes, so the entity
+// (and its open streams) go on. A panicking action handler is a failure with a generic
+// description.
 //
 // Snapshots. With SnapshotEvery(n), a reply whose events take the sequence number across a
 // multiple of n carries a snapshot of the state after those events; activation then starts from
@@ -153,9 +196,12 @@
 // imports), cloudstate.eventsourced.EventSourced (one bidirectional stream per active entity:
 // init with the latest snapshot, the events after it, then commands one at a time),
 // cloudstate.valueentity.ValueEntity (one stream per active entity: init with the stored value,
-// then commands; a reply carries a state action only when the command changed the state) and
-// cloudstate.action.ActionProtocol (handleUnary, handleStreamedIn, handleStreamedOut and
-// handleStreamed; a streamed input starts with a message naming the method, without payload).
-// Payloads are google.protobuf.Any with type.googleapis.com type URLs. EventSourcedSession,
-// ValueSession and Server.HandleAction* are the same protocol handling without the transport.
+// then commands; a reply carries a state action only when the command changed the state),
+// cloudstate.crdt.Crdt (one stream per active entity: init with the state as a delta, then
+// commands, deltas, cancellations and deletes, each answered with zero or more messages; see
+// CrdtSession) and cloudstate.action.ActionProtocol (handleUnary, handleStreamedIn,
+// handleStreamedOut and handleStreamed; a streamed input starts with a message naming the
+// method, without payload). Payloads are google.protobuf.Any with type.googleapis.com type URLs.
+// EventSourcedSession, ValueSession, CrdtSession and Server.HandleAction* are the same protocol
+// handling without the transport.
 package sdk

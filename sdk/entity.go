@@ -34,8 +34,9 @@ const DefaultSnapshotEvery = 100
 // Entity is an entity definition a Server can serve: one gRPC service from a .proto file, bound
 // to handlers. The set of implementations is closed (the interface has an unexported method); each
 // kind has a constructor: NewEventSourced for event-sourced entities (*EventSourcedEntity),
-// NewValue for value entities (*ValueEntity) and NewAction for stateless actions (*Action, which
-// is an Entity in this sense although it has no state and no key).
+// NewValue for value entities (*ValueEntity), NewCRDT for CRDT entities (*CRDTEntity) and
+// NewAction for stateless actions (*Action, which is an Entity in this sense although it has no
+// state and no key).
 type Entity interface {
 	// ServiceName returns the full name of the gRPC service the entity implements,
 	// e.g. "com.example.shoppingcart.ShoppingCart".

@@ -44,6 +44,14 @@ var (
 	// ErrStreamClosed: an action's send function or context (Forward, SideEffect) was used after
 	// the handler returned.
 	ErrStreamClosed = errors.New("action already finished")
+	// ErrIllegalChange: a change a CRDT cannot make, such as a negative GCounter increment or a
+	// counter overflow. The handler that asked for it fails.
+	ErrIllegalChange = errors.New("illegal CRDT change")
+	// ErrReadOnly: a CRDT was changed where it may only be read: in an OnChange callback (which
+	// then fails), or outside of any handler.
+	ErrReadOnly = errors.New("CRDT is read-only here")
+	// ErrEntityDeleted: a command reached a CRDT entity after it was deleted on this stream.
+	ErrEntityDeleted = errors.New("entity deleted")
 )
 
 // DefinitionError reports a problem with an entity definition, found by Server.Register (or by

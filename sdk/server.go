@@ -26,6 +26,7 @@ import (
 
 	"github.com/kstatehq/kstate/proto/cloudstate/actionpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
+	"github.com/kstatehq/kstate/proto/cloudstate/crdtpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/eventsourcedpb"
 	"github.com/kstatehq/kstate/proto/cloudstate/valueentitypb"
 )
@@ -58,8 +59,9 @@ const DefaultShutdownTimeout = 10 * time.Second
 
 // Server serves entities to a Cloudstate-protocol proxy: it implements the user-function side of
 // cloudstate.EntityDiscovery and of the entity protocols (cloudstate.eventsourced.EventSourced,
-// cloudstate.valueentity.ValueEntity, cloudstate.action.ActionProtocol). Run it standalone with Serve or ListenAndServe, or put
-// its services on a grpc.Server of your own (RegisterGRPC), e.g. in process over bufconn.
+// cloudstate.valueentity.ValueEntity, cloudstate.crdt.Crdt, cloudstate.action.ActionProtocol).
+// Run it standalone with Serve or ListenAndServe, or put its services on a grpc.Server of your
+// own (RegisterGRPC), e.g. in process over bufconn.
 //
 // A Server is safe for concurrent use. Entities may be registered while it serves; the proxy
 // learns about them at its next discovery.
@@ -210,7 +212,8 @@ func (s *Server) models() []entityModel {
 
 // RegisterGRPC registers the Cloudstate services the server implements on g:
 // cloudstate.EntityDiscovery, cloudstate.eventsourced.EventSourced,
-// cloudstate.valueentity.ValueEntity and cloudstate.action.ActionProtocol. Streams served this way
+// cloudstate.valueentity.ValueEntity, cloudstate.crdt.Crdt and cloudstate.action.ActionProtocol.
+// Streams served this way
 // end when the proxy closes them or g stops.
 func (s *Server) RegisterGRPC(g grpc.ServiceRegistrar) {
 	s.registerGRPC(g, nil)
@@ -220,6 +223,7 @@ func (s *Server) registerGRPC(g grpc.ServiceRegistrar, quit <-chan struct{}) {
 	cloudstatepb.RegisterEntityDiscoveryServer(g, &discoveryService{s: s})
 	eventsourcedpb.RegisterEventSourcedServer(g, &eventSourcedService{s: s, quit: quit})
 	valueentitypb.RegisterValueEntityServer(g, &valueEntityService{s: s, quit: quit})
+	crdtpb.RegisterCrdtServer(g, &crdtService{s: s, quit: quit})
 	actionpb.RegisterActionProtocolServer(g, &actionService{s: s, quit: quit})
 }
 
@@ -400,13 +404,38 @@ type valueEntityService struct {
 // time.
 func (v *valueEntityService) Handle(stream valueentitypb.ValueEntity_HandleServer) error {
 	sess := v.s.NewValueSession(stream.Context())
-	return serveEntityStream(stream, v.quit, sess.Step)
+	return serveEntityStream(stream, v.quit, single(sess.Step))
 }
 
 // Handle serves one entity's stream: init, replayed events, then commands, one at a time.
 func (e *eventSourcedService) Handle(stream eventsourcedpb.EventSourced_HandleServer) error {
 	sess := e.s.NewEventSourcedSession(stream.Context())
-	return serveEntityStream(stream, e.quit, sess.Step)
+	return serveEntityStream(stream, e.quit, single(sess.Step))
+}
+
+// crdtService implements cloudstate.crdt.Crdt.
+type crdtService struct {
+	crdtpb.UnimplementedCrdtServer
+	s    *Server
+	quit <-chan struct{} // closed when Serve shuts down; nil under RegisterGRPC
+}
+
+// Handle serves one CRDT entity's stream: init with the state, then commands, deltas,
+// cancellations and deletes, one at a time, each answered with the messages it causes.
+func (c *crdtService) Handle(stream crdtpb.Crdt_HandleServer) error {
+	sess := c.s.NewCrdtSession(stream.Context())
+	return serveEntityStream(stream, c.quit, sess.Step)
+}
+
+// single adapts a step function with at most one output to serveEntityStream.
+func single[In, Out any](step func(*In) (*Out, error)) func(*In) ([]*Out, error) {
+	return func(in *In) ([]*Out, error) {
+		out, err := step(in)
+		if out == nil {
+			return nil, err
+		}
+		return []*Out{out}, err
+	}
 }
 
 // recvResult is one result of a stream's Recv.
@@ -423,10 +452,10 @@ type entityStream[In, Out any] interface {
 }
 
 // serveEntityStream runs an entity stream through a session's step function, one message at a
-// time, until the proxy closes the stream (nil), the stream breaks (its error), step reports a
+// time (sending the messages each one produces, in order), until the proxy closes the stream (nil), the stream breaks (its error), step reports a
 // stream failure (after sending its failure message; FAILED_PRECONDITION for protocol errors,
 // INTERNAL otherwise) or quit is closed (UNAVAILABLE, between two messages).
-func serveEntityStream[In, Out any](stream entityStream[In, Out], quit <-chan struct{}, step func(*In) (*Out, error)) error {
+func serveEntityStream[In, Out any](stream entityStream[In, Out], quit <-chan struct{}, step func(*In) ([]*Out, error)) error {
 	// Receiving runs in its own goroutine so that the loop below can stop between commands when
 	// the server shuts down. The goroutine belongs to this call: it ends when Recv fails, which
 	// happens at the latest when this function returns and gRPC ends the stream.
@@ -459,8 +488,8 @@ func serveEntityStream[In, Out any](stream entityStream[In, Out], quit <-chan st
 		if r.err != nil {
 			return r.err
 		}
-		out, err := step(r.msg)
-		if out != nil {
+		outs, err := step(r.msg)
+		for _, out := range outs {
 			if serr := stream.Send(out); serr != nil {
 				return serr
 			}

@@ -130,6 +130,7 @@ type proxy struct {
 	es        eventsourcedpb.EventSourcedClient
 	ve        valueentitypb.ValueEntityClient
 	action    actionpb.ActionProtocolClient
+	conn      *grpc.ClientConn
 	logs      *syncBuffer
 	cancel    context.CancelFunc
 	served    chan error
@@ -174,6 +175,7 @@ func newProxy(t *testing.T, entities ...sdk.Entity) *proxy {
 	p.es = eventsourcedpb.NewEventSourcedClient(conn)
 	p.ve = valueentitypb.NewValueEntityClient(conn)
 	p.action = actionpb.NewActionProtocolClient(conn)
+	p.conn = conn
 	t.Cleanup(func() {
 		_ = conn.Close()
 		p.stop()

@@ -47,6 +47,13 @@ func Kfake(t testing.TB, opts ...kfake.Opt) []string {
 	return c.ListenAddrs()
 }
 
+// KfakeOnPort is Kfake listening on a given loopback port, for tests that start a broker where
+// a client already waits for one.
+func KfakeOnPort(t testing.TB, port int) []string {
+	t.Helper()
+	return Kfake(t, kfake.Ports(port))
+}
+
 // Real returns the real broker's addresses, or skips t when KSTATE_KAFKA_BROKERS is unset.
 func Real(t testing.TB) []string {
 	t.Helper()

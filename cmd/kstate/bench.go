@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/examples/chat/chatpb"
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/examples/shoppingcart/shoppingcartpb"
 	"github.com/kstatehq/kstate/examples/validator/validatorpb"
@@ -37,6 +38,7 @@ const benchModeHelp = `modes:
   es-traced  es with OpenTelemetry tracing on (OTEL_* variables, OTLP/HTTP to a sink in the bench, 1% sampled)
   es-remote  es with the entity in a separate user-function process
   value      value-entity cart AddItem (in-process)
+  crdt       chat example Friends/Add: an ORSet add on a CRDT entity (LOCAL), in-process
   action     CartValidator/AddItem, an action that forwards to the event-sourced cart
   http       the event-sourced AddItem as HTTP/JSON POST /cart/{user_id}/items/add (HTTP/1.1 keep-alive)
   seq        es with one client in sequence (latency)
@@ -233,6 +235,13 @@ func benchCall(mode string, conns []*grpc.ClientConn) func(ctx context.Context, 
 		}
 		call = func(ctx context.Context, id string) error {
 			_, err := clients[next.Add(1)%uint64(len(clients))].AddItem(ctx, &valuecartpb.AddLineItem{UserId: id, ProductId: "apple", Name: "Apple", Quantity: 1})
+			return err
+		}
+	case "crdt":
+		// Friends/Add of the chat example: an ORSet add (LOCAL) with a fresh friend each time.
+		var seq atomic.Uint64
+		call = func(ctx context.Context, id string) error {
+			_, err := chatpb.NewFriendsClient(pick()).Add(ctx, &chatpb.FriendRequest{User: id, Friend: &chatpb.Friend{User: "f" + strconv.FormatUint(seq.Add(1), 36)}})
 			return err
 		}
 	case "action":

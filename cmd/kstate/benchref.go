@@ -58,7 +58,7 @@ func newBenchRefServerCmd(lo *logOpts) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
+	f.StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, brokersHelp)
 	f.StringVar(&namespace, "namespace", "kstate", "topic and transactional-id prefix")
 	f.StringVar(&app, "app", "ref", "app name (transactional ids <namespace>.<app>.p<N>)")
 	f.StringVar(&listen, "listen", "127.0.0.1:9000", "gRPC address")

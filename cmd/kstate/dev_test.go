@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/internal/testcert"
@@ -46,12 +49,13 @@ type devRun struct {
 	grpcAddr   string
 	kafkaAddr  string
 	metricsURL string
+	consoleURL string
 	cancel     context.CancelFunc
 	errc       chan error
 	out        *syncBuffer
 }
 
-var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka|metrics):\s+(\S+)`)
+var bannerAddr = regexp.MustCompile(`(?m)^\s+(gRPC \+ HTTP/JSON|Kafka|metrics|console):\s+(\S+)`)
 
 // startDev runs `kstate dev args...` until its banner is printed.
 func startDev(t *testing.T, args ...string) *devRun {
@@ -93,12 +97,38 @@ func startDev(t *testing.T, args ...string) *devRun {
 			r.kafkaAddr = m[2]
 		case "metrics":
 			r.metricsURL = m[2]
+		case "console":
+			r.consoleURL = m[2]
 		}
 	}
-	if r.grpcAddr == "" || r.kafkaAddr == "" || r.metricsURL == "" {
-		t.Fatalf("no gRPC, Kafka or metrics address in the banner:\n%s", r.out.String())
+	if r.grpcAddr == "" || r.kafkaAddr == "" || r.metricsURL == "" || r.consoleURL == "" {
+		t.Fatalf("no gRPC, Kafka, metrics or console address in the banner:\n%s", r.out.String())
+	}
+	// "up" means serving: health says so the moment the banner is out.
+	if strings.Contains(r.out.String(), "TLS") {
+		return r // healthOf speaks plaintext
+	}
+	if st := healthOf(t, r.grpcAddr); st != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("kstate dev says it is up, but its health is %v:\n%s", st, r.out.String())
 	}
 	return r
+}
+
+// healthOf asks addr's gRPC health once.
+func healthOf(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health of %s: %v", addr, err)
+	}
+	return resp.GetStatus()
 }
 
 // stop cancels the run (as SIGINT would) and waits for a clean exit.
@@ -163,7 +193,7 @@ func call(t *testing.T, addr, method, req string) map[string]any {
 
 func topicsByName(t *testing.T, kafkaAddr string, app string) map[string]topicRow {
 	t.Helper()
-	o := &topicsOpts{brokers: []string{kafkaAddr}, namespace: "kstate", app: app, timeout: 30 * time.Second}
+	o := &topicsOpts{clusterOpts: clusterOpts{brokers: []string{kafkaAddr}, namespace: "kstate", app: app, timeout: 30 * time.Second}, count: true}
 	rows, err := listTopics(context.Background(), o, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -173,13 +203,6 @@ func topicsByName(t *testing.T, kafkaAddr string, app string) map[string]topicRo
 		m[r.Name] = r
 	}
 	return m
-}
-
-func sum(xs []int64) (n int64) {
-	for _, x := range xs {
-		n += x
-	}
-	return n
 }
 
 // TestDevRestartKeepsTopicsAndData runs `kstate dev --example shoppingcart` on a data dir, checks
@@ -239,9 +262,17 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 	if m := getURL(t, first.metricsURL); !strings.Contains(m, `kstate_commands_total{code="OK",service="com.example.shoppingcart.ShoppingCart"} 1`) {
 		t.Errorf("%s does not count the AddItem command:\n%s", first.metricsURL, m)
 	}
+	// The banner's console URL serves the console, which lists the service.
+	if c := getURL(t, first.consoleURL); !strings.Contains(c, `data-service="com.example.shoppingcart.ShoppingCart"`) {
+		t.Errorf("%s does not show the shopping cart service:\n%s", first.consoleURL, c)
+	}
 	events := "kstate." + shoppingcart.PersistenceID + ".events"
 	if n := sum(before[events].EndOffsets); n < 1 {
 		t.Fatalf("after AddItem the journal %s is empty", events)
+	}
+	// One event: one record, and an end offset past its transaction's commit marker.
+	if r, e := sum(before[events].Records), sum(before[events].EndOffsets); r != 1 || e != 2 {
+		t.Errorf("%s: %d records, end offsets %d; want 1 record (the ItemAdded event) and 2 (with the commit marker)", events, r, e)
 	}
 
 	// The `kstate topics` command itself, through the root command.
@@ -252,7 +283,7 @@ func TestDevRestartKeepsTopicsAndData(t *testing.T) {
 	if err := root.Execute(); err != nil {
 		t.Fatalf("kstate topics: %v", err)
 	}
-	for _, s := range []string{"TOPIC", "KIND", events, "kstate.shop.owners", "compact"} {
+	for _, s := range []string{"TOPIC", "KIND", "RECORDS", "END OFFSETS", events, "kstate.shop.owners", "compact"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("kstate topics output lacks %q:\n%s", s, out.String())
 		}
@@ -323,6 +354,65 @@ func TestBadFlags(t *testing.T) {
 			t.Errorf("kstate %v: %v", tc.args, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("kstate %v: error %v, want one containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// TestDevChecksBeforeStarting: a port in use or a data dir another kstate dev holds fails
+// `kstate dev` before its broker starts, naming the flag.
+func TestDevChecksBeforeStarting(t *testing.T) {
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	busy := hold.Addr().String()
+	locked := t.TempDir()
+	release, err := lockDataDir(locked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"listen", []string{"--listen", busy}, "--listen " + busy + ": bind: address already in use"},
+		{"admin", []string{"--admin-listen", busy}, "--admin-listen " + busy},
+		{"peer", []string{"--peer-listen", busy}, "--peer-listen " + busy},
+		{"kafka", []string{"--kafka-addr", busy}, "--kafka-addr " + busy},
+		{"data dir", []string{"--data-dir", locked}, "--data-dir " + locked + " is in use by another kstate (pid "},
+	} {
+		dir := t.TempDir()
+		args := append([]string{"dev", "--example", "shoppingcart", "--data-dir", dir, "--kafka-addr", freeAddr(t), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, tc.args...)
+		root := newRootCmd()
+		var out bytes.Buffer
+		root.SetArgs(args)
+		root.SetOut(&out)
+		root.SetErr(&out)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: kstate %v: %v, want an error containing %q", tc.name, args, err, tc.want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "kafka")); err == nil {
+			t.Errorf("%s: the embedded broker started before the conflict was found", tc.name)
+		}
+	}
+}
+
+func TestReadinessLine(t *testing.T) {
+	for _, tc := range []struct {
+		r    processor.Readiness
+		want string
+	}{
+		{processor.Readiness{UserFunctionDown: true}, "waiting for the user function (unreachable)"},
+		{processor.Readiness{}, "waiting for the group to assign partitions"},
+		{processor.Readiness{Joined: true, Assigned: 4, Restored: 2, Restoring: []processor.RestoreProgress{{Partition: 1, Done: 10, Total: 40}, {Partition: 3, Done: 0, Total: 0}}},
+			"restoring: 2 of 4 partitions serve, 10 of 40 offsets read (25%)"},
+	} {
+		if got := readinessLine(tc.r); got != tc.want {
+			t.Errorf("readinessLine(%+v) = %q, want %q", tc.r, got, tc.want)
 		}
 	}
 }

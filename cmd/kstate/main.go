@@ -42,13 +42,23 @@ var grpcLogOnce sync.Once
 func newRootCmd() *cobra.Command {
 	lo := &logOpts{}
 	root := &cobra.Command{
-		Use:           "kstate",
-		Short:         "kstate: stateful serverless on Kafka (Cloudstate protocol 0.2)",
+		Use:   "kstate",
+		Short: "kstate: stateful serverless on Kafka (Cloudstate protocol 0.2)",
+		Long: `kstate: stateful serverless on Kafka (Cloudstate protocol 0.2).
+
+Every flag can also be set with an environment variable, KSTATE_ and the flag's name in upper
+snake case (--kafka-sasl-user: KSTATE_KAFKA_SASL_USER), or in a YAML config file (--config);
+the command line wins over the environment, the environment over the file, the file over the
+default. --bootstrap-server is another name of --brokers. See docs/configuration.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyConfig(cmd)
+		},
 	}
 	root.PersistentFlags().StringVar(&lo.level, "log-level", "info", "log level: trace, debug, info, warn, error, off")
 	root.PersistentFlags().BoolVar(&lo.json, "log-json", false, "log one JSON object per line")
+	root.PersistentFlags().String(configFlag, "", "YAML file of flag values: top-level keys for every command, a section per command (serve:, dev:, …); flags and KSTATE_* variables win over it")
 	call := newCallCmd()
 	// `kstate call` prints its own "ERROR: ..." line; main must not print the error again.
 	run := call.RunE
@@ -59,7 +69,8 @@ func newRootCmd() *cobra.Command {
 		return nil
 	}
 	root.AddCommand(newVersionCmd(), newTopicsCmd(lo), newDevCmd(lo), newServeCmd(lo), call)
-	root.AddCommand(newBenchCmd(lo))
+	root.AddCommand(newStatusCmd(lo), newInspectCmd(lo), newBenchCmd(lo))
+	root.SetGlobalNormalizationFunc(normalizeFlag)
 	return root
 }
 

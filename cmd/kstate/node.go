@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kstatehq/kstate/broker"
+	"github.com/kstatehq/kstate/examples/chat"
 	"github.com/kstatehq/kstate/examples/shoppingcart"
 	"github.com/kstatehq/kstate/examples/validator"
 	"github.com/kstatehq/kstate/examples/valuecart"
@@ -26,10 +28,14 @@ import (
 var examples = map[string]func() []sdk.Entity{
 	"shoppingcart": func() []sdk.Entity { return []sdk.Entity{shoppingcart.NewEntity()} },
 	"valuecart":    func() []sdk.Entity { return []sdk.Entity{valuecart.NewEntity()} },
+	// Presence (a Vote per user) and friends (an ORSet): CRDT entities.
+	"chat": chat.Entities,
 	// The validator action forwards to the event-sourced cart, so both run.
 	"validator": validator.Entities,
-	// Everything at once: both carts and the validator.
-	"all": func() []sdk.Entity { return append(validator.Entities(), valuecart.NewEntity()) },
+	// Everything at once: both carts, the validator and the chat (CRDTs).
+	"all": func() []sdk.Entity {
+		return append(append(validator.Entities(), valuecart.NewEntity()), chat.Entities()...)
+	},
 }
 
 func exampleNames() string {
@@ -59,6 +65,7 @@ type nodeOpts struct {
 	maxActive      int
 	maxRecordBytes int
 	idemWindow     time.Duration
+	startTimeout   time.Duration
 	adminListen    string // registered by each command: its default differs
 	kafka          kafkaOpts
 	security       securityOpts
@@ -173,6 +180,7 @@ func (o *nodeOpts) register(cmd *cobra.Command, defaultApp, defaultListen string
 	f.DurationVar(&o.readLease, "read-lease", 0, "answer event-less commands from memory this long after a committed transaction was sent (0: a third of --session-timeout; negative: never, every read commits a barrier)")
 	f.IntVar(&o.maxActive, "max-active-entities", 0, "active entities per partition before the least recently used idle one is passivated (0: 10000)")
 	f.DurationVar(&o.idemWindow, "idempotency-window", 0, "how long a command's outcome is remembered for its idempotency key (0: 24h; at most 168h)")
+	f.DurationVar(&o.startTimeout, "start-timeout", 0, "give up starting after this long while the user function or Kafka cannot be reached (0: wait until stopped; health says NOT_SERVING meanwhile)")
 	f.IntVar(&o.maxRecordBytes, "max-record-bytes", 0, "largest event, snapshot or state record a command may write; larger fails the command with INVALID_ARGUMENT (0: 1000000, and never above the topics' max.message.bytes)")
 	o.security.register(f)
 }
@@ -249,8 +257,9 @@ const adminListenHelp = "admin HTTP address for Prometheus /metrics, /debug/ppro
 // (docs/benchmarks.md has the measurement).
 const nodeGCPercent = 200
 
-// runNode starts a node and blocks until ctx ends, then hands its partitions over.
-func runNode(ctx context.Context, cfg processor.Config, opts []processor.Option, ready func(*processor.Node)) error {
+// runNode starts a node and blocks until ctx ends, then hands its partitions over. The start
+// waits for the user function and Kafka until ctx ends, or at most startTimeout when positive.
+func runNode(ctx context.Context, cfg processor.Config, opts []processor.Option, startTimeout time.Duration, ready func(*processor.Node)) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(nodeGCPercent)
 	}
@@ -258,10 +267,16 @@ func runNode(ctx context.Context, cfg processor.Config, opts []processor.Option,
 	if err != nil {
 		return err
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	startCtx, cancel := ctx, context.CancelFunc(func() {})
+	if startTimeout > 0 {
+		startCtx, cancel = context.WithTimeout(ctx, startTimeout)
+	}
 	err = n.Start(startCtx)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting (Ctrl-C, SIGTERM): not a failure
+		}
 		return err
 	}
 	if ready != nil {
@@ -289,14 +304,56 @@ the work: the consumer group assigns partitions, and a killed node's partitions 
 			if err != nil {
 				return err
 			}
-			return runNode(cmd.Context(), cfg, opts, func(n *processor.Node) {
-				log.Info("serving", "addr", n.Addr(), "brokers", brokers, "app", o.app)
+			if err := checkPorts(o.ports()...); err != nil {
+				return err
+			}
+			return runNode(cmd.Context(), cfg, opts, o.startTimeout, func(n *processor.Node) {
+				if waitServing(cmd.Context(), n, func(line string) { log.Info(line) }) {
+					log.Info("serving", "addr", n.Addr(), "brokers", brokers, "app", o.app)
+				}
 			})
 		},
 	}
 	o.register(cmd, "app", ":9000")
 	cmd.Flags().StringVar(&o.adminListen, "admin-listen", "", adminListenHelp+" (default: off)")
-	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
+	cmd.Flags().StringSliceVar(&brokers, "brokers", []string{"127.0.0.1:9092"}, brokersHelp)
 	o.kafka.register(cmd.Flags())
 	return cmd
+}
+
+// ports are the node's address flags.
+func (o *nodeOpts) ports() []portFlag {
+	return []portFlag{{"listen", o.listen}, {"peer-listen", o.peerListen}, {"admin-listen", o.adminListen}}
+}
+
+// portFlag is an address flag whose port must be free.
+type portFlag struct{ flag, addr string }
+
+// checkPorts listens on each address for a moment and reports the first one in use, naming its
+// flag, so a conflict is found before anything starts. Empty addresses and port 0 are skipped.
+func checkPorts(ports ...portFlag) error {
+	for _, p := range ports {
+		if p.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(p.addr); err != nil {
+			return fmt.Errorf("--%s %q: want host:port, e.g. 127.0.0.1:9000", p.flag, p.addr)
+		} else if port == "0" {
+			continue
+		}
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return fmt.Errorf("--%s %s: %w (is another kstate or Kafka using it? choose another address with --%[1]s)", p.flag, p.addr, unwrapOp(err))
+		}
+		_ = l.Close()
+	}
+	return nil
+}
+
+// unwrapOp drops the "listen tcp ADDR:" part of a listen error, which the message already says.
+func unwrapOp(err error) error {
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
+		return oe.Err
+	}
+	return err
 }

@@ -10,22 +10,41 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kstatehq/kstate/broker"
 )
 
-// topicsOpts are `kstate topics`' flags.
-type topicsOpts struct {
+// clusterOpts are the flags of the commands that read an app from Kafka: topics, status,
+// inspect.
+type clusterOpts struct {
 	brokers   []string
 	namespace string
-	// app, when set, limits the listing to the app's own topics (<ns>.<app>.commands and .owners).
-	app     string
-	timeout time.Duration
+	app       string
+	timeout   time.Duration
+	kafka     kafkaOpts
+}
+
+// register adds the flags; appDefault and appHelp describe --app, which each command uses its
+// own way.
+func (o *clusterOpts) register(f *pflag.FlagSet, appDefault, appHelp string) {
+	f.StringSliceVar(&o.brokers, "brokers", []string{"127.0.0.1:9092"}, brokersHelp)
+	f.StringVar(&o.namespace, "namespace", "kstate", "topic prefix")
+	f.StringVar(&o.app, "app", appDefault, appHelp)
+	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for talking to Kafka")
+	o.kafka.register(f)
+}
+
+// topicsOpts are `kstate topics`' flags.
+type topicsOpts struct {
+	clusterOpts
+	// count reads every record to count them (records without transaction markers).
+	count bool
 }
 
 // config maps the flags onto a broker.Config and checks them, so a bad value is reported with the
 // flag to fix rather than as a connection failure.
-func (o *topicsOpts) config(log hclog.Logger) (broker.Config, error) {
+func (o *clusterOpts) config(log hclog.Logger) (broker.Config, error) {
 	cfg := broker.DefaultConfig()
 	cfg.Brokers = o.brokers
 	cfg.Namespace = o.namespace
@@ -33,6 +52,7 @@ func (o *topicsOpts) config(log hclog.Logger) (broker.Config, error) {
 		cfg.App = o.app
 	}
 	cfg.Logger = log.Named("kafka")
+	o.kafka.apply(&cfg)
 	if len(o.brokers) == 0 {
 		return cfg, fmt.Errorf("--brokers is empty: give the Kafka bootstrap servers, e.g. --brokers 127.0.0.1:9092")
 	}
@@ -46,7 +66,7 @@ func (o *topicsOpts) config(log hclog.Logger) (broker.Config, error) {
 }
 
 // prefix is the topic-name prefix the listing is limited to.
-func (o *topicsOpts) prefix() string {
+func (o *clusterOpts) prefix() string {
 	if o.app != "" {
 		return o.namespace + "." + o.app + "."
 	}
@@ -57,9 +77,15 @@ func newTopicsCmd(lo *logOpts) *cobra.Command {
 	o := &topicsOpts{}
 	cmd := &cobra.Command{
 		Use:   "topics",
-		Short: "List kstate's topics with kind, partitions, cleanup policy and end offsets",
+		Short: "List kstate's topics with kind, partitions, cleanup policy, records and end offsets",
 		Long: `List the topics in kstate's namespace: their kind (events, snapshots, state, crdt, crdt-state,
-commands, owners), partition count, cleanup policy, and per-partition end offsets.
+commands, owners, claims, dead-letters, idempotency), partition count, cleanup policy, records
+and per-partition end offsets.
+
+RECORDS counts the records a read_committed consumer gets (it reads every partition; --count=false
+skips it). An end offset is the offset the next record will get: it also counts one transaction
+marker per partition per transaction (kstate writes everything in transactions), aborted records,
+and records compaction or retention removed, so it is usually higher than the records.
 
 With --app, only the app's own topics (<namespace>.<app>.commands and .owners) are listed; entity
 topics are named by persistence id (<namespace>.<persistence id>.<kind>) and shared by every app
@@ -73,10 +99,8 @@ that declares that entity type.`,
 			return runTopics(cmd.Context(), o, log, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringSliceVar(&o.brokers, "brokers", []string{"127.0.0.1:9092"}, "Kafka bootstrap servers")
-	cmd.Flags().StringVar(&o.namespace, "namespace", "kstate", "topic prefix")
-	cmd.Flags().StringVar(&o.app, "app", "", "only this app's topics (commands, owners)")
-	cmd.Flags().DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for talking to Kafka")
+	o.register(cmd.Flags(), "", "only this app's topics (commands, owners, dead-letters, idempotency)")
+	cmd.Flags().BoolVar(&o.count, "count", true, "read every record to count them (false: end offsets only, for very large topics)")
 	return cmd
 }
 
@@ -84,6 +108,8 @@ that declares that entity type.`,
 type topicRow struct {
 	broker.TopicInfo
 	Kind string
+	// Records per partition (read_committed), nil without --count.
+	Records []int64
 }
 
 // listTopics returns the topics `kstate topics` shows for o.
@@ -101,11 +127,17 @@ func listTopics(ctx context.Context, o *topicsOpts, log hclog.Logger) ([]topicRo
 	defer cancel()
 	infos, err := adm.ListTopics(ctx, o.prefix())
 	if err != nil {
-		return nil, fmt.Errorf("list topics on %s: %w", strings.Join(o.brokers, ","), err)
+		return nil, fmt.Errorf("Kafka at %s: %w", strings.Join(o.brokers, ","), err)
+	}
+	var counts map[string][]int64
+	if o.count && len(infos) > 0 {
+		if counts, err = broker.CountRecords(ctx, cfg, infos); err != nil {
+			return nil, fmt.Errorf("Kafka at %s: %w", strings.Join(o.brokers, ","), err)
+		}
 	}
 	rows := make([]topicRow, len(infos))
 	for i, ti := range infos {
-		rows[i] = topicRow{TopicInfo: ti, Kind: topicKind(ti.Name)}
+		rows[i] = topicRow{TopicInfo: ti, Kind: topicKind(ti.Name), Records: counts[ti.Name]}
 	}
 	return rows, nil
 }
@@ -132,18 +164,35 @@ func runTopics(ctx context.Context, o *topicsOpts, log hclog.Logger, out io.Writ
 		return err
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "TOPIC\tKIND\tPARTITIONS\tCLEANUP\tRECORDS (end offsets)")
+	fmt.Fprintln(w, "TOPIC\tKIND\tPARTITIONS\tCLEANUP\tRECORDS\tEND OFFSETS")
 	for _, r := range rows {
-		var sum int64
+		records := "-"
+		if r.Records != nil {
+			records = fmt.Sprint(sum(r.Records))
+		}
 		offs := make([]string, len(r.EndOffsets))
 		for i, e := range r.EndOffsets {
-			sum += e
 			offs[i] = fmt.Sprint(e)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d [%s]\n", r.Name, r.Kind, r.Partitions, r.CleanupPolicy, sum, strings.Join(offs, " "))
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%d [%s]\n", r.Name, r.Kind, r.Partitions, r.CleanupPolicy, records, sum(r.EndOffsets), strings.Join(offs, " "))
 	}
 	if len(rows) == 0 {
 		fmt.Fprintf(w, "(no topics with prefix %s)\n", o.prefix())
 	}
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if len(rows) > 0 {
+		_, err := fmt.Fprintln(out, "\nRECORDS: records a read_committed consumer reads. END OFFSETS: the offset the next record gets, summed [per partition];\nit also counts a transaction marker per partition per transaction and records compaction or retention removed.")
+		return err
+	}
+	return nil
+}
+
+// sum adds xs up.
+func sum(xs []int64) (n int64) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // Modes are the workloads of `kstate bench`, in the order a run of all of them takes.
-var Modes = []string{"bare", "es", "es-idem", "es-traced", "es-remote", "value", "action", "http", "seq", "mem", "restore", "failover"}
+var Modes = []string{"bare", "es", "es-idem", "es-traced", "es-remote", "value", "crdt", "action", "http", "seq", "mem", "restore", "failover"}
 
 // Config is one `kstate bench` run: what to measure and how. cmd/kstate maps its flags onto it
 // and validates them; Run takes it as it is.

@@ -291,6 +291,8 @@ func (s *sut) startSystem(ctx context.Context, mode, debugAddr string) error {
 		node, s.addr, err = s.startNode("node", debugAddr, "--example", "valuecart")
 	case "action":
 		node, s.addr, err = s.startNode("node", debugAddr, "--example", "validator")
+	case "crdt":
+		node, s.addr, err = s.startNode("node", debugAddr, "--example", "chat")
 	default:
 		node, s.addr, err = s.startNode("node", debugAddr, "--example", "shoppingcart")
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // reflectionStream is one ServerReflectionInfo stream, v1 or v1alpha, seen through v1's messages.
@@ -278,4 +279,31 @@ func isUnimplemented(err error) bool {
 		return rerr.Code() == codes.Unimplemented
 	}
 	return status.Code(err) == codes.Unimplemented
+}
+
+// Types fetches, over reflection, the files declaring the named messages (full names) and what
+// they import, and returns the types of every file fetched so far. A name the server does not
+// know is skipped: its messages are simply not in the result.
+func (c *Client) Types(ctx context.Context, names ...string) (*dynamicpb.Types, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s, err := openReflection(ctx, c.conn, c.alpha)
+	if err != nil {
+		return nil, fmt.Errorf("reflection: %w", asRPC(err))
+	}
+	files := c.files.Load()
+	for _, name := range names {
+		if _, err := files.FindDescriptorByName(protoreflect.FullName(name)); err == nil {
+			continue
+		}
+		next, _, err := fetchFiles(s, files, name)
+		if err != nil {
+			return nil, asRPC(err)
+		}
+		files = next
+	}
+	c.files.Store(files)
+	return dynamicpb.NewTypes(files), nil
 }

@@ -60,8 +60,10 @@ func OrDiscard(l hclog.Logger) hclog.Logger {
 	return l
 }
 
-// GRPC adapts an hclog.Logger to grpclog.LoggerV2. gRPC's own info chatter is logged at debug,
-// since it is about connection management rather than kstate's behaviour.
+// GRPC adapts an hclog.Logger to grpclog.LoggerV2 one level lower than gRPC says: its info chatter
+// at debug and its warnings at info, since both are about connection management (a peer or the
+// user function reconnecting) rather than kstate's behaviour, which kstate logs itself; errors stay
+// errors.
 type GRPC struct {
 	L hclog.Logger
 }
@@ -75,14 +77,14 @@ func (g GRPC) Infoln(args ...any) { g.L.Debug(strings.TrimSpace(fmt.Sprintln(arg
 // Infof logs at debug.
 func (g GRPC) Infof(format string, args ...any) { g.L.Debug(fmt.Sprintf(format, args...)) }
 
-// Warning logs at warn.
-func (g GRPC) Warning(args ...any) { g.L.Warn(strings.TrimSpace(fmt.Sprint(args...))) }
+// Warning logs at info.
+func (g GRPC) Warning(args ...any) { g.L.Info(strings.TrimSpace(fmt.Sprint(args...))) }
 
-// Warningln logs at warn.
-func (g GRPC) Warningln(args ...any) { g.L.Warn(strings.TrimSpace(fmt.Sprintln(args...))) }
+// Warningln logs at info.
+func (g GRPC) Warningln(args ...any) { g.L.Info(strings.TrimSpace(fmt.Sprintln(args...))) }
 
-// Warningf logs at warn.
-func (g GRPC) Warningf(format string, args ...any) { g.L.Warn(fmt.Sprintf(format, args...)) }
+// Warningf logs at info.
+func (g GRPC) Warningf(format string, args ...any) { g.L.Info(fmt.Sprintf(format, args...)) }
 
 // Error logs at error.
 func (g GRPC) Error(args ...any) { g.L.Error(strings.TrimSpace(fmt.Sprint(args...))) }

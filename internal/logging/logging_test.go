@@ -32,11 +32,13 @@ func TestNewBadLevel(t *testing.T) {
 
 func TestGRPCAdapter(t *testing.T) {
 	var buf bytes.Buffer
-	l, _ := New(Config{Level: "warn", Output: &buf})
+	l, _ := New(Config{Level: "info", Output: &buf})
 	g := GRPC{L: l}
-	g.Infof("hidden %d", 1)
-	g.Warningf("shown %d", 2)
-	if strings.Contains(buf.String(), "hidden") || !strings.Contains(buf.String(), "shown 2") {
-		t.Fatalf("got %q", buf.String())
+	g.Infof("hidden %d", 1)   // gRPC info: debug
+	g.Warningf("shown %d", 2) // gRPC warning: info
+	g.Errorf("error %d", 3)
+	out := buf.String()
+	if strings.Contains(out, "hidden") || !strings.Contains(out, "[INFO]  kstate: shown 2") || !strings.Contains(out, "[ERROR] kstate: error 3") {
+		t.Fatalf("got %q", out)
 	}
 }

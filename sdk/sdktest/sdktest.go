@@ -2,7 +2,8 @@
 // unit tests.
 //
 // The harnesses play the proxy's part of Cloudstate protocol 0.2 against the very code that
-// serves a real proxy (sdk.EventSourcedSession, sdk.ValueSession, sdk.Server.HandleAction*):
+// serves a real proxy (sdk.EventSourcedSession, sdk.ValueSession, sdk.CrdtSession,
+// sdk.Server.HandleAction*):
 //
 //   - EventSourced (NewEventSourced) activates the entity with init, replays a journal, sends
 //     commands with ids from 1, keeps the events and snapshots of successful commands as a
@@ -10,6 +11,11 @@
 //
 //   - Value (NewValue) keeps the value the entity stores, activates the entity with it, and
 //     reports each command's update or delete.
+//
+//   - CRDT (NewCRDT) plays a kstate node for a CRDT entity: it keeps the replicated state with
+//     kstate's CRDT code (crdtlog), replicates each command's changes, injects other nodes'
+//     changes (Remote, RemoveNode), routes streamed messages to their streams (Stream, Next,
+//     Cancel), and checks after every step that the entity sees what kstate says it should.
 //
 //   - Action (NewAction) calls unary, streamed-in, streamed-out and duplex handlers, the last
 //     also interactively (Open).
@@ -28,6 +34,13 @@
 //     h := sdktest.NewValue(t, valuecart.NewEntity(), "user-1", sdktest.WithState(&domainpb.Cart{...}))
 //     res, err := h.Command("RemoveCart", &valuecartpb.RemoveShoppingCart{UserId: "user-1"})
 //     // res.Deleted is true; h.Stored() reports no value
+//     }
+//
+//     func TestPresence(t *testing.T) {
+//     h := sdktest.NewCRDT(t, chat.NewPresence(), "alice")
+//     monitor, _ := h.Stream("Monitor", &chatpb.User{Name: "alice"})
+//     connect, _ := h.Stream("Connect", &chatpb.User{Name: "alice"}) // monitor.Next() reports online
+//     connect.Cancel()                                                // and then offline
 //     }
 //
 //     func TestValidator(t *testing.T) {
@@ -67,6 +80,7 @@ type config struct {
 	snapshot *snapshotOpt
 	events   []proto.Message
 	state    proto.Message // WithState
+	crdtOps  []remoteOp    // WithRemoteOps
 }
 
 type snapshotOpt struct {

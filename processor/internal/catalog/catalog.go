@@ -278,6 +278,10 @@ func (m *Method) ExtractEntityID(payload []byte) (string, error) {
 	if !utf8.ValidString(id) {
 		return "", fmt.Errorf("%w: entity key of %s is not valid UTF-8", ErrInvalidArgument, m.Input.FullName())
 	}
+	if strings.IndexByte(id, 0) >= 0 {
+		// Reserved: kstate's own records (CRDT checkpoints) use keys that begin with NUL.
+		return "", fmt.Errorf("%w: entity key of %s contains a NUL character", ErrInvalidArgument, m.Input.FullName())
+	}
 	return id, nil
 }
 

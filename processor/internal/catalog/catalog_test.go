@@ -486,6 +486,9 @@ func TestExtractEntityIDErrors(t *testing.T) {
 		t.Fatalf("empty key: %v", err)
 	}
 
+	if _, err := p.ExtractEntityID(protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "a\x00b")); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "NUL") {
+		t.Errorf("an id with NUL: %v", err)
+	}
 	for name, payload := range map[string][]byte{
 		"truncated":    {0x0a, 0x05, 'a'},
 		"bad wire":     {0xff, 0xff, 0xff},

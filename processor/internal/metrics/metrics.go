@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
 )
 
@@ -372,6 +373,45 @@ func (p *Partition) Quarantined() {
 func b2f(b bool) float64 {
 	if b {
 		return 1
+	}
+	return 0
+}
+
+// Reading: the admin console shows a few of these series next to ownership and restore state.
+// The values are read from the series themselves, so the console and /metrics never disagree.
+
+// Commits returns the partition's committed transactions so far (0 on a nil Partition).
+func (p *Partition) Commits() float64 {
+	if p == nil {
+		return 0
+	}
+	return read(p.committed)
+}
+
+// ActiveEntities returns the service's entities with a running stream on this node; a service
+// that never had one has no series and reads 0 (none is created).
+func (m *Metrics) ActiveEntities(name string) float64 {
+	if m == nil {
+		return 0
+	}
+	s, ok := m.services.Load(name)
+	if !ok {
+		return 0
+	}
+	return read(s.(*service).active)
+}
+
+// read returns the value of a counter or gauge.
+func read(c prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := c.Write(&d); err != nil {
+		return 0
+	}
+	switch {
+	case d.Counter != nil:
+		return d.Counter.GetValue()
+	case d.Gauge != nil:
+		return d.Gauge.GetValue()
 	}
 	return 0
 }

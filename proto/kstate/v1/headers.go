@@ -29,6 +29,12 @@ const (
 	// HeaderOriginSeq is the origin node's sequence number for a CRDT delta, in decimal ASCII.
 	HeaderOriginSeq = "kstate-origin-seq"
 
+	// HeaderCrdtCovers, on a `.crdt-state` record, is the next offset of the same partition of the
+	// `.crdt` delta topic that the written states include, in decimal ASCII. The record that
+	// carries it with key CrdtCheckpointKey and no value is a checkpoint: every entity whose state
+	// changed before that offset has its state on the topic at or before the checkpoint.
+	HeaderCrdtCovers = "kstate-crdt-covers"
+
 	// HeaderDeadLetterTopic, HeaderDeadLetterPartition and HeaderDeadLetterOffset say where a
 	// quarantined record (on `<ns>.<app>.dead-letters`) came from; HeaderDeadLetterReason says why
 	// the restore rejected it. The record's own key, value and headers are kept as they were.
@@ -48,6 +54,10 @@ const (
 	// one.
 	HeaderTraceState = "tracestate"
 )
+
+// CrdtCheckpointKey is the record key of a `.crdt-state` checkpoint (see HeaderCrdtCovers); it
+// begins with a NUL byte, which no entity id kstate accepts does.
+const CrdtCheckpointKey = "\x00kstate-checkpoint"
 
 // Request headers kstate reads.
 const (

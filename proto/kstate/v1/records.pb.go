@@ -270,7 +270,8 @@ func (x *CommandEnvelope) GetCommandId() string {
 	return ""
 }
 
-// Value of a record on a `.crdt` topic (key: the entity id): one CRDT delta.
+// Reserved: an envelope for CRDT deltas. The `.crdt` topics carry kstate.v1.CrdtState values
+// (crdt.proto) instead, with the origin in the record headers.
 type CrdtDeltaRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The node that made the change.
