@@ -95,21 +95,22 @@ func (n *Node) streamAction(m *catalog.Method, s frontdoor.CommandStream) error 
 		if err != nil {
 			return userFunctionErr(err)
 		}
-		// The first message names the call and carries no payload.
-		if err := st.Send(first); err != nil {
-			return userFunctionErr(err)
-		}
-		for {
-			p, err := s.Recv()
-			if err == io.EOF {
+		// The first message names the call and carries no payload. A Send that fails with io.EOF
+		// means the user function already ended the call (it may answer before reading every
+		// message): its answer, or its status, comes from CloseAndRecv.
+		err = st.Send(first)
+		for err == nil {
+			var p []byte
+			if p, err = s.Recv(); err == io.EOF {
 				break
 			}
 			if err != nil {
 				return err
 			}
-			if err := st.Send(&actionpb.ActionCommand{Payload: toAny(p)}); err != nil {
-				return userFunctionErr(err)
-			}
+			err = st.Send(&actionpb.ActionCommand{Payload: toAny(p)})
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return userFunctionErr(err)
 		}
 		resp, err := st.CloseAndRecv()
 		if err != nil {
