@@ -1,18 +1,9 @@
 package main
 
 import (
-	"context"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/kstatehq/kstate/examples/internal/uftest"
 	"github.com/kstatehq/kstate/proto/cloudstate/cloudstatepb"
 )
 
@@ -20,77 +11,14 @@ const childEnv = "CHAT_UF_TEST_CHILD"
 
 // TestMain runs main itself when the test binary is started as the child process of
 // TestStandalone.
-func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { uftest.Main(m, childEnv, main) }
 
 // TestStandalone starts the user function as a process on USER_FUNCTION_HOST/PORT, discovers it
 // like a proxy, and stops it with SIGTERM.
 func TestStandalone(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a process")
-	}
-	// A free port: taken from the kernel and released for the child.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "USER_FUNCTION_HOST=127.0.0.1", "USER_FUNCTION_PORT="+strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
+	uftest.Standalone(t, childEnv, func(spec *cloudstatepb.EntitySpec) {
+		if len(spec.GetEntities()) != 2 || spec.GetEntities()[0].GetServiceName() != "com.example.chat.Presence" || spec.GetEntities()[0].GetEntityType() != "cloudstate.crdt.Crdt" {
+			t.Fatalf("entities %v", spec.GetEntities())
 		}
-	}()
-
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := cloudstatepb.NewEntityDiscoveryClient(conn)
-	deadline := time.Now().Add(30 * time.Second)
-	var spec *cloudstatepb.EntitySpec
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		spec, err = client.Discover(ctx, &cloudstatepb.ProxyInfo{ProtocolMinorVersion: 2}, grpc.WaitForReady(true))
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the user function did not answer discovery on %s: %v", addr, err)
-		}
-	}
-	if len(spec.GetEntities()) != 2 || spec.GetEntities()[0].GetServiceName() != "com.example.chat.Presence" || spec.GetEntities()[0].GetEntityType() != "cloudstate.crdt.Crdt" {
-		t.Fatalf("entities %v", spec.GetEntities())
-	}
-
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no exit 30s after SIGTERM")
-	}
+	})
 }
