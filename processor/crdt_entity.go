@@ -34,14 +34,8 @@ type crdtSession struct {
 	inflight map[int64]*crdtCall
 	nextID   int64
 	ufView   crdtlog.CRDT
-	pubq     chan pubItem
+	pubq     chan crdtlog.CRDT // LOCAL writes' deltas (nil: a delete), published in order
 	results  chan streamResult
-}
-
-// pubItem is a LOCAL write's delta, published in order by the entity's publisher.
-type pubItem struct {
-	delta  crdtlog.CRDT
-	delete bool
 }
 
 // streamResult is a forward's reply for a streamed call, computed off the run loop.
@@ -57,15 +51,11 @@ func (e *crdtEntity) run() {
 	defer close(e.done)
 	ctx, cancel := context.WithCancel(e.h.n.ctx)
 	s := &crdtSession{e: e, ctx: ctx, outs: make(chan crdtOut, 16), inflight: map[int64]*crdtCall{},
-		pubq: make(chan pubItem, 64), results: make(chan streamResult, 16)}
+		pubq: make(chan crdtlog.CRDT, 64), results: make(chan streamResult, 16)}
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
-		for it := range s.pubq {
-			var d crdtlog.CRDT
-			if !it.delete {
-				d = it.delta
-			}
+		for d := range s.pubq {
 			pctx, pcancel := context.WithTimeout(context.WithoutCancel(e.h.n.ctx), 30*time.Second)
 			if err := e.h.publish(pctx, e.p, e.ref, e.svc.Name, d); err != nil {
 				e.log.Warn("a LOCAL CRDT change could not be replicated; it stays on this node until the entity restarts", "error", err)
@@ -191,7 +181,7 @@ func (s *crdtSession) open(first *request) error {
 		// it casts false until its user function votes.
 		if d, err := v.Cast(n.cfg.NodeID, false); err == nil && d != nil {
 			select {
-			case s.pubq <- pubItem{delta: d}:
+			case s.pubq <- d:
 			default:
 				s.e.log.Warn("the publisher is full; this node's initial vote is replicated with its next change")
 			}
@@ -358,7 +348,7 @@ func (s *crdtSession) stateAction(sa *crdtpb.CrdtStateAction) (deleted bool, err
 	e := s.e
 	self := e.h.n.cfg.NodeID
 	now := time.Now().UnixMilli()
-	var it pubItem
+	var delta crdtlog.CRDT // nil with deleted: a delete
 	e.rep.mu.Lock()
 	switch a := sa.GetAction().(type) {
 	case *crdtpb.CrdtStateAction_Update:
@@ -387,11 +377,11 @@ func (s *crdtSession) stateAction(sa *crdtpb.CrdtStateAction) (deleted bool, err
 			e.rep.mu.Unlock()
 			return false, nil
 		}
-		it.delta = d
+		delta = d
 	case *crdtpb.CrdtStateAction_Delete:
 		e.rep.live, e.rep.deleted = nil, true
 		s.ufView = nil
-		it.delete = true
+		deleted = true
 	default:
 		e.rep.mu.Unlock()
 		return false, fmt.Errorf("an empty CrdtStateAction")
@@ -399,21 +389,17 @@ func (s *crdtSession) stateAction(sa *crdtpb.CrdtStateAction) (deleted bool, err
 	e.rep.mu.Unlock()
 	if sa.GetWriteConsistency() == crdtpb.CrdtWriteConsistency_LOCAL {
 		select {
-		case s.pubq <- it:
-			return it.delete, nil
+		case s.pubq <- delta:
+			return deleted, nil
 		default: // the publisher is behind: publish this one in line
 		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, e.h.n.commandTimeout)
 	defer cancel()
-	var d crdtlog.CRDT
-	if !it.delete {
-		d = it.delta
+	if err := e.h.publish(ctx, e.p, e.ref, e.svc.Name, delta); err != nil {
+		return deleted, fmt.Errorf("%w: replicate the CRDT change: %v", catalog.ErrOutcomeUnknown, err)
 	}
-	if err := e.h.publish(ctx, e.p, e.ref, e.svc.Name, d); err != nil {
-		return it.delete, fmt.Errorf("%w: replicate the CRDT change: %v", catalog.ErrOutcomeUnknown, err)
-	}
-	return it.delete, nil
+	return deleted, nil
 }
 
 // streamAction runs a streamed message's side effects and sends its reply (or its forward's) on
